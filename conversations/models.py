@@ -1,0 +1,342 @@
+"""The data model of the whole product; docs/architecture.md explains it."""
+
+import hashlib
+import secrets
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations import secretbox
+
+
+class Profile(models.Model):
+    """What a member chooses for themselves."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, models.CASCADE, related_name="profile")
+    language = models.CharField(max_length=16, blank=True, choices=settings.LANGUAGES)  # "" follows the browser
+    time_zone = models.CharField(max_length=64, blank=True)  # "" is the server's TIME_ZONE
+    default_model = models.ForeignKey("ChatModel", models.SET_NULL, null=True, blank=True, related_name="+")
+
+    def __str__(self) -> str:
+        return f"profile of {self.user_id}"
+
+
+class MemberSession(models.Model):
+    """Which sessions belong to whom, so that deactivating a member can end all of theirs."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="member_sessions")
+    session_key = models.CharField(max_length=40, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"session of {self.user_id}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AccountLink(models.Model):
+    """A one-time link: the first admin's setup, a member's invite, or a password reset.
+
+    Only the token's hash is stored, so a database dump holds no usable link.
+    """
+
+    class Kind(models.TextChoices):
+        SETUP = "setup"
+        INVITE = "invite"
+        RESET = "reset"
+
+    kind = models.CharField(max_length=8, choices=Kind)
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, null=True, blank=True, related_name="+"
+    )  # the member a reset is for; the member an invite created, once used
+    make_staff = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} link {self.pk}"
+
+    @classmethod
+    def issue(cls, kind: str, *, hours: int | None = None, **fields: Any) -> tuple["AccountLink", str]:
+        """Create a link; return it and the token, which exists nowhere else after this call."""
+        token = secrets.token_urlsafe(32)
+        hours = hours or settings.ACCOUNT_LINK_HOURS
+        link = cls.objects.create(
+            kind=kind,
+            token_hash=hash_token(token),
+            expires_at=timezone.now() + timedelta(hours=hours),
+            **fields,
+        )
+        return link, token
+
+    @property
+    def is_usable(self) -> bool:
+        return self.used_at is None and self.expires_at > timezone.now()
+
+
+class Provider(models.Model):
+    """An OpenAI-compatible endpoint and its key."""
+
+    name = models.CharField(max_length=100, unique=True)
+    base_url = models.URLField(max_length=500)
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    is_offline = models.BooleanField(default=False, help_text="The built-in offline demo upstream.")
+    is_environment = models.BooleanField(default=False, help_text="Configured by OPENAI_BASE_URL.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        return secretbox.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def set_api_key(self, key: str) -> None:
+        self.api_key_encrypted = secretbox.encrypt(key) if key else ""
+
+    @property
+    def masked_api_key(self) -> str:
+        key = self.api_key
+        return f"…{key[-4:]}" if len(key) > 8 else ("set" if key else "")
+
+
+class ChatModelQuerySet(models.QuerySet):
+    def usable_by(self, user: Any) -> "ChatModelQuerySet":
+        """Enabled models of enabled providers that this user's groups may use (no groups = everyone)."""
+        usable = self.filter(enabled=True, provider__enabled=True)
+        return usable.filter(
+            models.Q(allowed_groups__isnull=True) | models.Q(allowed_groups__user=user)
+        ).distinct()
+
+
+class ChatModel(models.Model):
+    """One model of one provider, as the team sees it."""
+
+    provider = models.ForeignKey(Provider, models.CASCADE, related_name="models")
+    upstream_id = models.CharField(max_length=200)
+    display_name = models.CharField(max_length=200)
+    supports_vision = models.BooleanField(default=False)
+    supports_tools = models.BooleanField(default=False)
+    supports_json = models.BooleanField(default=False)
+    supports_reasoning = models.BooleanField(default=False)
+    context_window = models.PositiveIntegerField(default=8192)
+    # Prices per million tokens, in the provider's currency.
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    # Request parameters this model accepts; anything else is left out of the request.
+    supported_parameters = models.JSONField(default=list, blank=True)
+    # Prompt tokens per character, learned from what the upstream reported (the context budget).
+    tokens_per_char = models.FloatField(default=0.3)
+    enabled = models.BooleanField(default=True)
+    allowed_groups = models.ManyToManyField(Group, blank=True, help_text="Empty: every member.")
+
+    objects = ChatModelQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "upstream_id"], name="unique_model_per_provider")]
+        ordering = ["display_name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class ConversationQuerySet(models.QuerySet):
+    def for_user(self, user: Any) -> "ConversationQuerySet":
+        """The one access rule for conversations: the owner's, not deleted."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user, deleted_at__isnull=True)
+
+
+class Conversation(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    # The leaf of the selected branch: what is shown, sent upstream and resynced is its path to the root.
+    current_leaf = models.ForeignKey("Message", models.SET_NULL, null=True, blank=True, related_name="+")
+    model = models.ForeignKey(ChatModel, models.SET_NULL, null=True, blank=True, related_name="+")
+    system_prompt = models.TextField(blank=True)
+    parameters = models.JSONField(default=dict, blank=True)  # sampling parameters, sent where supported
+    pinned = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "deleted_at", "-updated_at"], name="conversation_sidebar")]
+
+    def __str__(self) -> str:
+        return self.title or f"conversation {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("conversation", args=[self.public_id])
+
+    def path(self, leaf: "Message | None" = None) -> list["Message"]:
+        """The messages from the root to the leaf (the selected one by default), in order.
+
+        One query: a conversation's messages are few enough to walk in memory, and a recursive CTE
+        would need raw SQL per backend.
+        """
+        leaf_id = leaf.pk if leaf else self.current_leaf_id
+        if leaf_id is None:
+            return []
+        by_id = {message.pk: message for message in self.messages.all()}
+        path = []
+        message = by_id.get(leaf_id)
+        while message is not None:
+            path.append(message)
+            message = by_id.get(message.parent_id)
+        path.reverse()
+        return path
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        CANCELLED = "cancelled"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    LIVE_STATUSES = (Status.PENDING, Status.STREAMING)
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", models.CASCADE, null=True, blank=True, related_name="children")
+    role = models.CharField(max_length=16, choices=Role)
+    status = models.CharField(max_length=16, choices=Status, default=Status.COMPLETE)
+    # Canonical content, a list of typed parts: {"type": "text", "text"}, {"type": "image", "attachment"},
+    # {"type": "tool_call", "id", "name", "arguments"}, {"type": "tool_result", "tool_call_id", "content"},
+    # {"type": "reasoning", "text"}, {"type": "refusal", "text"}.
+    parts = models.JSONField(default=list, blank=True)
+    text = models.TextField(blank=True)  # plain-text projection of the parts, for search
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.TextField(blank=True)
+    model = models.ForeignKey(ChatModel, models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    # A live generation renews this; the sweeper marks the reply interrupted once it lapses.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["conversation", "parent"], name="message_tree"),
+            models.Index(fields=["status", "lease_expires_at"], name="message_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.pk}"
+
+    def set_parts(self, parts: list[dict[str, Any]]) -> None:
+        self.parts = parts
+        self.text = text_of(parts)
+
+
+def text_of(parts: list[dict[str, Any]]) -> str:
+    """The searchable plain text of a message's parts."""
+    pieces = []
+    for part in parts:
+        if part.get("type") in {"text", "reasoning", "refusal"}:
+            pieces.append(part.get("text", ""))
+        elif part.get("type") == "tool_result":
+            pieces.append(str(part.get("content", "")))
+    return "\n".join(piece for piece in pieces if piece)
+
+
+def attachment_path(instance: "Attachment", filename: str) -> str:
+    return f"attachments/{instance.owner_id}/{uuid.uuid4().hex}{filename[filename.rfind('.'):]}"
+
+
+class Attachment(models.Model):
+    """An uploaded image, re-encoded and stored under a generated name."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="attachments")
+    conversation = models.ForeignKey(
+        Conversation, models.CASCADE, null=True, blank=True, related_name="attachments"
+    )
+    file = models.FileField(upload_to=attachment_path)
+    content_type = models.CharField(max_length=32)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"attachment {self.pk}"
+
+
+class UsageRecord(models.Model):
+    """One upstream request: created before the call, finished exactly once (conversations/usage.py)."""
+
+    class Status(models.TextChoices):
+        STARTED = "started"
+        COMPLETE = "complete"
+        CANCELLED = "cancelled"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        TITLE = "title"
+        TOOL_STEP = "tool_step"
+        API = "api"
+
+    request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="usage_records")
+    conversation = models.ForeignKey(Conversation, models.SET_NULL, null=True, blank=True, related_name="+")
+    message = models.ForeignKey(Message, models.SET_NULL, null=True, blank=True, related_name="+")
+    provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="+")
+    model = models.ForeignKey(ChatModel, models.SET_NULL, null=True, related_name="+")
+    model_name = models.CharField(max_length=200)  # the upstream id at the time, kept if the model goes
+    source = models.CharField(max_length=16, choices=Source, default=Source.CHAT)
+    status = models.CharField(max_length=16, choices=Status, default=Status.STARTED)
+    error_code = models.CharField(max_length=64, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    estimated = models.BooleanField(default=False)  # the upstream reported no usage
+    # Prices per million tokens at the time of the call; later price changes do not rewrite history.
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal(0))
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["started_at"], name="usage_by_time"),
+            models.Index(fields=["user", "started_at"], name="usage_by_user"),
+            models.Index(fields=["model", "started_at"], name="usage_by_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"usage {self.request_id}"

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from conversations import account_views, health, views
+
+urlpatterns = [
+    # The chat
+    path("", views.chat, name="chat"),
+    path("c/<uuid:public_id>/", views.conversation, name="conversation"),
+    path("api/conversations/", views.conversation_list, name="conversation_list"),
+    path("api/conversations/<uuid:public_id>/", views.conversation_detail, name="conversation_detail"),
+    # Accounts
+    path("login/", account_views.login, name="login"),
+    path("logout/", account_views.logout, name="logout"),
+    path("setup/<str:token>/", account_views.setup, name="setup"),
+    path("invite/<str:token>/", account_views.accept_invite, name="accept_invite"),
+    path("reset/<str:token>/", account_views.reset_password, name="reset_password"),
+    path("account/", account_views.account_settings, name="account_settings"),
+    path("account/password/", account_views.change_password, name="change_password"),
+    # Operations
+    path("health/", health.health, name="health"),
+]

@@ -1,0 +1,8 @@
+"""Fixtures live in tests/fixtures/, one module per area."""
+
+pytest_plugins = [
+    "tests.fixtures.users",
+    "tests.fixtures.offline",
+    "tests.fixtures.live",
+    "tests.fixtures.browser",
+]
