@@ -20,7 +20,9 @@ class Profile(models.Model):
     """What a member chooses for themselves."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, models.CASCADE, related_name="profile")
-    language = models.CharField(max_length=16, blank=True, choices=settings.LANGUAGES)  # "" follows the browser
+    language = models.CharField(
+        max_length=16, blank=True, choices=settings.LANGUAGES
+    )  # "" follows the browser
     time_zone = models.CharField(max_length=64, blank=True)  # "" is the server's TIME_ZONE
     default_model = models.ForeignKey("ChatModel", models.SET_NULL, null=True, blank=True, related_name="+")
 
@@ -149,7 +151,9 @@ class ChatModel(models.Model):
     objects = ChatModelQuerySet.as_manager()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["provider", "upstream_id"], name="unique_model_per_provider")]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "upstream_id"], name="unique_model_per_provider")
+        ]
         ordering = ["display_name"]
 
     def __str__(self) -> str:
@@ -268,7 +272,7 @@ def text_of(parts: list[dict[str, Any]]) -> str:
 
 
 def attachment_path(instance: "Attachment", filename: str) -> str:
-    return f"attachments/{instance.owner_id}/{uuid.uuid4().hex}{filename[filename.rfind('.'):]}"
+    return f"attachments/{instance.owner_id}/{uuid.uuid4().hex}{filename[filename.rfind('.') :]}"
 
 
 class Attachment(models.Model):
@@ -307,7 +311,9 @@ class UsageRecord(models.Model):
         API = "api"
 
     request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="usage_records")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="usage_records"
+    )
     conversation = models.ForeignKey(Conversation, models.SET_NULL, null=True, blank=True, related_name="+")
     message = models.ForeignKey(Message, models.SET_NULL, null=True, blank=True, related_name="+")
     provider = models.ForeignKey(Provider, models.SET_NULL, null=True, related_name="+")
