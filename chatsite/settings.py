@@ -160,6 +160,9 @@ UPSTREAM_IDLE_TIMEOUT = float(os.environ.get("UPSTREAM_IDLE_TIMEOUT", 60))
 UPSTREAM_TOTAL_TIMEOUT = float(os.environ.get("UPSTREAM_TOTAL_TIMEOUT", 600))
 UPSTREAM_MAX_RETRIES = envint("UPSTREAM_MAX_RETRIES", 2)
 
+# A websocket frame larger than this is refused with an error (images go over HTTP).
+WEBSOCKET_MAX_FRAME_BYTES = envint("WEBSOCKET_MAX_FRAME_BYTES", 64 * 1024)
+
 # --- Auth and sessions ----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -215,7 +218,8 @@ USE_TZ = True
 
 # --- Static files ---------------------------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# collectstatic writes here and ServeStatic serves from here when DEBUG is off.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 # Front-end packages come from the npm registry through package-lock.json into node_modules/;
 # only the files the pages load are exposed, each under vendor/<package>/.
 NODE_MODULES = BASE_DIR / "node_modules"

@@ -243,6 +243,8 @@ class Message(models.Model):
     error_detail = models.TextField(blank=True)
     model = models.ForeignKey(ChatModel, models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    # How many deltas the saved text holds: a snapshot from a checkpoint resumes from here.
+    stream_seq = models.PositiveIntegerField(default=0)
     # A live generation renews this; the sweeper marks the reply interrupted once it lapses.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 

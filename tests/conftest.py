@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.offline",
     "tests.fixtures.live",
     "tests.fixtures.browser",
+    "tests.fixtures.chat",
 ]

@@ -1,0 +1,3 @@
+"""The admin: accounts (invites, reset links) and the provider registry live in their own modules."""
+
+from conversations import admin_accounts, admin_registry  # noqa: F401  (registers the ModelAdmins)

@@ -1,0 +1,421 @@
+"""A reply being written. It runs on its own asyncio task, not the socket's: closing the tab does not
+stop it (daphne ends a consumer 10 s after its client leaves).
+
+Per delta: the next seq, the text kept in memory, one group send; no database, no cache.
+On timers: a checkpoint to the database every 2 s while text arrives (kill -9 loses at most that), a
+copy of every live reply to the cache every 250 ms (for other processes), lease renewal, the sweeper.
+At the end: one transaction saves the reply and finishes its usage record.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import events, upstream, usage
+from conversations.messaging import LEASE, ReplyPlan
+from conversations.models import Message, UsageRecord, text_of
+from conversations.registry import endpoint_for
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = 2.0
+COPY_SECONDS = 0.25
+RENEW_EVERY_TICKS = 40  # 10 s
+SWEEP_EVERY_TICKS = 60  # 15 s
+REJOIN_EVERY_TICKS = 4 * 3600  # 1 h: channels_redis forgets group members after group_expiry
+STATE_TIMEOUT = 0.5
+GENERATIONS_GROUP = "generations"  # every process listens here for stop and state requests
+CACHE_PREFIX = "chatsite:live:"
+
+FINAL_STATUS = {
+    "stopped": Message.Status.CANCELLED,
+    "shutdown": Message.Status.INTERRUPTED,
+}
+
+
+@dataclass(eq=False)
+class LiveReply:
+    plan: ReplyPlan
+    group: str
+    conversation: str
+    task: asyncio.Task | None = None
+    seq: int = 0
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    status: str = Message.Status.PENDING
+    stop_reason: str = ""
+    copied_seq: int = -1
+    next_checkpoint: float = 0.0
+    checkpointing: bool = False
+
+    def parts(self) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        if self.reasoning:
+            parts.append({"type": "reasoning", "text": "".join(self.reasoning)})
+        parts.append({"type": "text", "text": "".join(self.content)})
+        return parts
+
+    def state(self) -> dict[str, Any]:
+        return {"seq": self.seq, "parts": self.parts(), "status": self.status}
+
+
+# Replies being written by this process, by message id.
+_live: dict[int, LiveReply] = {}
+# Tasks that must not be garbage-collected mid-flight (asyncio keeps only weak references).
+_background: set[asyncio.Task] = set()
+_maintenance: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def launch(plan: ReplyPlan) -> asyncio.Task:
+    """Start writing a reply on its own task; return the task (tests await it)."""
+    live = LiveReply(
+        plan=plan,
+        group=events.conversation_group(plan.conversation_hex),
+        conversation=str(uuid.UUID(plan.conversation_hex)),
+    )
+    _live[plan.reply.pk] = live
+    live.task = _keep(asyncio.get_running_loop().create_task(_run(live), name=f"reply-{plan.reply.pk}"))
+    ensure_maintenance()
+    return live.task
+
+
+async def _run(live: LiveReply) -> None:
+    plan = live.plan
+    layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    live.next_checkpoint = started + CHECKPOINT_SECONDS
+    first_token_at: float | None = None
+    reported: dict[str, Any] | None = None
+    finish_reason = ""
+    error: upstream.UpstreamError | None = None
+    status = Message.Status.COMPLETE
+    message_id = plan.reply.pk
+    try:
+        endpoint = endpoint_for(plan.model.provider)
+        request_id = str(plan.record.request_id)
+        async for chunk in upstream.stream_chat(endpoint, plan.payload, request_id=request_id):
+            if chunk.get("usage"):
+                reported = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if content or reasoning:
+                    if first_token_at is None:
+                        first_token_at = loop.time()
+                        live.status = Message.Status.STREAMING
+                    live.seq += 1
+                    event = {
+                        "v": events.PROTOCOL_VERSION,
+                        "type": "reply.delta",
+                        "conversation": live.conversation,
+                        "message": message_id,
+                        "seq": live.seq,
+                    }
+                    if content:
+                        live.content.append(content)
+                        event["content"] = content
+                    if reasoning:
+                        live.reasoning.append(reasoning)
+                        event["reasoning"] = reasoning
+                    await layer.group_send(live.group, events.frame(event))
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+            if loop.time() >= live.next_checkpoint:
+                _checkpoint_soon(live, loop.time())
+    except asyncio.CancelledError:
+        asyncio.current_task().uncancel()
+        status = FINAL_STATUS.get(live.stop_reason, Message.Status.INTERRUPTED)
+    except upstream.UpstreamError as upstream_error:
+        status, error = Message.Status.ERROR, upstream_error
+    except Exception:
+        logger.exception("reply %s failed", message_id)
+        status = Message.Status.ERROR
+        error = upstream.UpstreamError("internal", None, "The reply failed on the server.")
+    ended = loop.time()
+    tokens = (
+        usage.Tokens.from_upstream(reported)
+        if reported
+        else usage.Tokens.estimate(
+            plan.model, plan.prompt_chars, sum(map(len, live.content)) + sum(map(len, live.reasoning))
+        )
+    )
+    timings = {
+        "time_to_first_token_ms": round((first_token_at - started) * 1000) if first_token_at else None,
+        "duration_ms": round((ended - started) * 1000),
+    }
+    # Shielded: a second cancel (Stop, then shutdown) must not lose the final save.
+    save = _keep(
+        loop.create_task(
+            database_sync_to_async(_save_final)(live, status, finish_reason, error, tokens, timings)
+        )
+    )
+    await asyncio.shield(save)
+    _live.pop(message_id, None)
+    done = events.envelope(
+        "reply.done",
+        conversation=live.conversation,
+        message=message_id,
+        seq=live.seq,
+        data=events.message_data(plan.reply, plan.siblings, live.seq),
+        usage=tokens.as_dict(),
+    )
+    await layer.group_send(live.group, events.frame(done))
+    logger.info("reply %s %s request %s", message_id, status, plan.record.request_id)
+
+
+def _save_final(
+    live: LiveReply,
+    status: str,
+    finish_reason: str,
+    error: upstream.UpstreamError | None,
+    tokens: usage.Tokens,
+    timings: dict[str, Any],
+) -> None:
+    reply = live.plan.reply
+    reply.set_parts(live.parts())
+    reply.status = status
+    reply.finish_reason = finish_reason
+    reply.stream_seq = live.seq
+    reply.lease_expires_at = None
+    if error is not None:
+        reply.error_code, reply.error_detail = error.code, error.user_message()
+    elif status == Message.Status.INTERRUPTED:
+        reply.error_code, reply.error_detail = "interrupted", "The server stopped while writing this reply."
+    usage_status = {
+        Message.Status.COMPLETE: UsageRecord.Status.COMPLETE,
+        Message.Status.CANCELLED: UsageRecord.Status.CANCELLED,
+        Message.Status.INTERRUPTED: UsageRecord.Status.INTERRUPTED,
+    }.get(status, UsageRecord.Status.ERROR)
+    with transaction.atomic():
+        reply.save(
+            update_fields=[
+                "parts",
+                "text",
+                "status",
+                "finish_reason",
+                "stream_seq",
+                "lease_expires_at",
+                "error_code",
+                "error_detail",
+            ]
+        )
+        usage.finish(
+            live.plan.record,
+            status=usage_status,
+            tokens=tokens,
+            error_code=error.code if error else "",
+            **timings,
+        )
+
+
+def _checkpoint_soon(live: LiveReply, now: float) -> None:
+    """Save the text so far in the background; at most one checkpoint of a reply in flight."""
+    live.next_checkpoint = now + CHECKPOINT_SECONDS
+    if live.checkpointing:
+        return
+    live.checkpointing = True
+
+    async def checkpoint(parts: list[dict[str, Any]], seq: int) -> None:
+        try:
+            await database_sync_to_async(_save_checkpoint)(live.plan.reply.pk, parts, seq)
+        except Exception:
+            logger.exception("checkpoint of reply %s failed", live.plan.reply.pk)
+        finally:
+            live.checkpointing = False
+
+    _keep(asyncio.get_running_loop().create_task(checkpoint(live.parts(), live.seq)))
+
+
+def _save_checkpoint(message_id: int, parts: list[dict[str, Any]], seq: int) -> None:
+    # Only while still live: a checkpoint landing after the final save must not undo it.
+    Message.objects.filter(pk=message_id, status__in=Message.LIVE_STATUSES).update(
+        status=Message.Status.STREAMING,
+        parts=parts,
+        text=text_of(parts),
+        stream_seq=seq,
+        lease_expires_at=timezone.now() + LEASE,
+    )
+
+
+async def stop(message_id: int) -> None:
+    """Stop a reply wherever it is being written; its text is kept."""
+    live = _live.get(message_id)
+    if live is not None:
+        _cancel(live, "stopped")
+        return
+    layer = get_channel_layer()
+    if not isinstance(layer, InMemoryChannelLayer):
+        await layer.group_send(GENERATIONS_GROUP, {"type": "generation.stop", "message": message_id})
+
+
+def _cancel(live: LiveReply, reason: str) -> None:
+    if live.task is not None and not live.stop_reason:
+        live.stop_reason = reason
+        live.task.cancel()
+
+
+async def live_state(message_id: int) -> dict[str, Any] | None:
+    """The text and seq of a reply being written: from this process, another one, or the cache copy."""
+    live = _live.get(message_id)
+    if live is not None:
+        return live.state()
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        return None  # one process: nobody else is writing it
+    reply_to = await layer.new_channel()
+    request = {"type": "generation.state", "message": message_id, "reply_to": reply_to}
+    await layer.group_send(GENERATIONS_GROUP, request)
+    try:
+        async with asyncio.timeout(STATE_TIMEOUT):
+            answer = await layer.receive(reply_to)
+        return answer["state"]
+    except TimeoutError:
+        return await cache.aget(f"{CACHE_PREFIX}{message_id}")
+
+
+def is_live_here(message_id: int) -> bool:
+    return message_id in _live
+
+
+# --- The process's maintenance: copies, leases, the sweeper, requests from other processes --------
+
+
+def ensure_maintenance() -> None:
+    loop = asyncio.get_running_loop()
+    task = _maintenance.get(loop)
+    if task is None or task.done():
+        _maintenance[loop] = _keep(loop.create_task(_maintain(), name="reply-maintenance"))
+        _handle_sigterm(loop)
+
+
+async def _maintain() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(GENERATIONS_GROUP, channel)
+    listener = _keep(asyncio.get_running_loop().create_task(_listen(layer, channel)))
+    tick = 0
+    try:
+        while True:
+            await asyncio.sleep(COPY_SECONDS)
+            tick += 1
+            try:
+                await _copy_live_replies()
+                if tick % RENEW_EVERY_TICKS == 0 and _live:
+                    await database_sync_to_async(_renew_leases)(list(_live))
+                if tick % SWEEP_EVERY_TICKS == 0:
+                    await database_sync_to_async(sweep)()
+                if tick % REJOIN_EVERY_TICKS == 0:
+                    await layer.group_add(GENERATIONS_GROUP, channel)
+            except Exception:
+                logger.exception("reply maintenance failed; trying again")
+    finally:
+        listener.cancel()
+        await layer.group_discard(GENERATIONS_GROUP, channel)
+
+
+async def _copy_live_replies() -> None:
+    """One cache write for all replies that changed since the last copy (at most every 250 ms)."""
+    changed = {
+        f"{CACHE_PREFIX}{message_id}": live.state()
+        for message_id, live in _live.items()
+        if live.seq != live.copied_seq
+    }
+    if not changed:
+        return
+    for live in _live.values():
+        live.copied_seq = live.seq
+    await cache.aset_many(changed, timeout=60)
+
+
+async def _listen(layer: Any, channel: str) -> None:
+    while True:
+        request = await layer.receive(channel)
+        live = _live.get(request.get("message"))
+        if live is None:
+            continue
+        if request["type"] == "generation.stop":
+            _cancel(live, "stopped")
+        elif request["type"] == "generation.state":
+            await layer.send(request["reply_to"], {"type": "generation.state", "state": live.state()})
+
+
+def _renew_leases(message_ids: list[int]) -> None:
+    Message.objects.filter(pk__in=message_ids, status__in=Message.LIVE_STATUSES).update(
+        lease_expires_at=timezone.now() + LEASE
+    )
+
+
+def sweep() -> int:
+    """Mark replies whose process died (lease lapsed) interrupted, keeping their checkpointed text."""
+    now = timezone.now()
+    lapsed = list(
+        Message.objects.filter(status__in=Message.LIVE_STATUSES, lease_expires_at__lt=now).values_list(
+            "pk", flat=True
+        )
+    )
+    if not lapsed:
+        return 0
+    with transaction.atomic():
+        count = Message.objects.filter(pk__in=lapsed, status__in=Message.LIVE_STATUSES).update(
+            status=Message.Status.INTERRUPTED,
+            error_code="interrupted",
+            error_detail="The server stopped while writing this reply.",
+            lease_expires_at=None,
+        )
+        UsageRecord.objects.filter(message_id__in=lapsed, status=UsageRecord.Status.STARTED).update(
+            status=UsageRecord.Status.INTERRUPTED, estimated=True, finished_at=now
+        )
+    logger.warning("marked %s lapsed replies interrupted", count)
+    return count
+
+
+async def shutdown() -> None:
+    """Save every live reply as interrupted (text kept) before the process exits."""
+    tasks = [live.task for live in list(_live.values()) if live.task is not None]
+    for live in list(_live.values()):
+        _cancel(live, "shutdown")
+    if tasks:
+        await asyncio.wait(tasks, timeout=10)
+
+
+def _handle_sigterm(loop: asyncio.AbstractEventLoop) -> None:
+    """daphne has no lifespan hook: on SIGTERM, save live replies, then let the server stop as before."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    async def on_sigterm() -> None:
+        started = time.monotonic()
+        await shutdown()
+        logger.info("saved live replies in %.0f ms before exit", (time.monotonic() - started) * 1000)
+        loop.remove_signal_handler(signal.SIGTERM)
+        if callable(previous):
+            previous(signal.SIGTERM, None)
+        else:
+            signal.raise_signal(signal.SIGTERM)
+
+    # Outside the main thread the host process handles signals itself.
+    with contextlib.suppress(RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, lambda: _keep(loop.create_task(on_sigterm())))

@@ -1,0 +1,222 @@
+"""Changes to the message tree: send, regenerate, edit, select; and the snapshot of a conversation.
+
+Each change is one transaction that saves the user's message and a pending reply, starts its usage
+record and prepares the upstream request, so the generation needs no query before it calls upstream.
+Events go out after commit: no tab hears of a row it cannot read yet.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import context, events, usage
+from conversations.models import ChatModel, Conversation, Message, UsageRecord
+
+LEASE = timedelta(seconds=30)
+MAX_TEXT_CHARS = 32_000
+TITLE_CHARS = 60
+
+
+class RefusedError(Exception):
+    """The request cannot be carried out; code and detail go back to the client."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class ReplyPlan:
+    """Everything a generation needs, prepared in the transaction that created the reply."""
+
+    reply: Message
+    siblings: list[int]  # the reply's and its versions' ids, for "< 2/3 >"
+    conversation_id: int
+    conversation_hex: str
+    user_id: int
+    model: ChatModel
+    record: UsageRecord
+    payload: dict[str, Any]
+    prompt_chars: int
+
+
+def _model_for(user: Any, conversation: Conversation) -> ChatModel:
+    usable = ChatModel.objects.usable_by(user).select_related("provider")
+    model_id = conversation.model_id or getattr(getattr(user, "profile", None), "default_model_id", None)
+    model = usable.filter(pk=model_id).first() if model_id else usable.order_by("pk").first()
+    if model is None:
+        raise RefusedError("unknown_model", "This conversation's model is not available to you.")
+    return model
+
+
+def _message_of(conversation: Conversation, message_id: Any, role: str | None = None) -> Message:
+    if not isinstance(message_id, int):
+        raise RefusedError("bad_request", "A message id is required.")
+    message = conversation.messages.filter(pk=message_id).first()
+    if message is None or (role and message.role != role):
+        raise RefusedError("not_found", "No such message in this conversation.")
+    return message
+
+
+def _add_reply(user: Any, conversation: Conversation, prompt: Message, created: list[Message]) -> ReplyPlan:
+    model = _model_for(user, conversation)
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=prompt,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        model=model,
+        lease_expires_at=timezone.now() + LEASE,
+    )
+    created.append(reply)
+    conversation.current_leaf = reply
+    conversation.model = model
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["current_leaf", "model", "updated_at"])
+    record = usage.start(
+        user_id=user.pk,
+        model=model,
+        source=UsageRecord.Source.CHAT,
+        conversation=conversation,
+        message=reply,
+    )
+    payload, prompt_chars = context.build_request(conversation, conversation.path(prompt), model)
+    hex_id = conversation.public_id.hex
+    siblings = []
+    for message in created:
+        siblings = list(
+            conversation.messages.filter(parent_id=message.parent_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        event = events.envelope(
+            "message.created",
+            conversation=str(conversation.public_id),
+            message=message.pk,
+            data=events.message_data(message, siblings),
+        )
+        events.publish_on_commit(events.conversation_group(hex_id), event)
+    return ReplyPlan(
+        reply=reply,
+        siblings=siblings,
+        conversation_id=conversation.pk,
+        conversation_hex=hex_id,
+        user_id=user.pk,
+        model=model,
+        record=record,
+        payload=payload,
+        prompt_chars=prompt_chars,
+    )
+
+
+def _clean_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise RefusedError("bad_request", "The message is empty.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise RefusedError("too_large", f"The message is longer than {MAX_TEXT_CHARS} characters.")
+    return text
+
+
+@transaction.atomic
+def do_send_message(user: Any, public_id: str | None, text: Any, parent_id: Any = None) -> ReplyPlan:
+    """Save the user's message and a pending reply; a new conversation when public_id is None."""
+    text = _clean_text(text)
+    if public_id is None:
+        conversation = Conversation.objects.create(
+            owner=user, title=text.strip().splitlines()[0][:TITLE_CHARS]
+        )
+        events.announce_conversation("created", conversation)
+    else:
+        conversation = conversation_for_update(user, public_id)
+    parent = _message_of(conversation, parent_id) if parent_id is not None else conversation.current_leaf
+    prompt = Message(conversation=conversation, parent=parent, role=Message.Role.USER)
+    prompt.set_parts([{"type": "text", "text": text}])
+    prompt.save()
+    return _add_reply(user, conversation, prompt, [prompt])
+
+
+@transaction.atomic
+def do_regenerate(user: Any, public_id: str, message_id: Any) -> ReplyPlan:
+    """A new reply beside an existing one; the old one stays as a version."""
+    conversation = conversation_for_update(user, public_id)
+    old_reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
+    if old_reply.parent is None:
+        raise RefusedError("bad_request", "This reply has no prompt to answer.")
+    return _add_reply(user, conversation, old_reply.parent, [])
+
+
+@transaction.atomic
+def do_edit(user: Any, public_id: str, message_id: Any, text: Any) -> ReplyPlan:
+    """A new user message beside an earlier one: a new branch."""
+    text = _clean_text(text)
+    conversation = conversation_for_update(user, public_id)
+    original = _message_of(conversation, message_id, Message.Role.USER)
+    prompt = Message(conversation=conversation, parent=original.parent, role=Message.Role.USER)
+    prompt.set_parts([{"type": "text", "text": text}])
+    prompt.save()
+    return _add_reply(user, conversation, prompt, [prompt])
+
+
+@transaction.atomic
+def do_select(user: Any, public_id: str, message_id: Any) -> Conversation:
+    """Select the branch through a message: follow its newest children down to a leaf."""
+    conversation = conversation_for_update(user, public_id)
+    message = _message_of(conversation, message_id)
+    children: dict[int | None, list[int]] = {}
+    for pk, parent_id in conversation.messages.order_by("pk").values_list("pk", "parent_id"):
+        children.setdefault(parent_id, []).append(pk)
+    leaf_id = message.pk
+    while children.get(leaf_id):
+        leaf_id = children[leaf_id][-1]
+    conversation.current_leaf_id = leaf_id
+    conversation.save(update_fields=["current_leaf"])
+    return conversation
+
+
+def conversation_for_user(user: Any, public_id: Any) -> Conversation | None:
+    """The user's conversation, or None for anyone else's, a deleted one or a malformed id."""
+    try:
+        parsed = uuid.UUID(str(public_id))
+    except ValueError:
+        return None
+    return Conversation.objects.for_user(user).filter(public_id=parsed).first()
+
+
+def conversation_for_update(user: Any, public_id: Any) -> Conversation:
+    conversation = conversation_for_user(user, public_id)
+    if conversation is None:
+        raise RefusedError("not_found", "No such conversation.")
+    return conversation
+
+
+def load_snapshot(conversation: Conversation) -> dict[str, Any]:
+    """The selected path with each message's siblings, from the database (one query for the messages)."""
+    conversation.refresh_from_db(fields=["title", "pinned", "current_leaf", "model", "updated_at"])
+    messages = list(conversation.messages.order_by("pk"))
+    by_id = {message.pk: message for message in messages}
+    children: dict[int | None, list[int]] = {}
+    for message in messages:
+        children.setdefault(message.parent_id, []).append(message.pk)
+    path = []
+    message = by_id.get(conversation.current_leaf_id)
+    while message is not None:
+        path.append(message)
+        message = by_id.get(message.parent_id)
+    path.reverse()
+    return {
+        **events.conversation_summary(conversation),
+        "model": conversation.model_id,
+        "system_prompt": conversation.system_prompt,
+        "current_leaf": conversation.current_leaf_id,
+        "messages": [events.message_data(m, children[m.parent_id], m.stream_seq) for m in path],
+    }
+
+
+def limits() -> dict[str, int]:
+    return {"max_frame_bytes": settings.WEBSOCKET_MAX_FRAME_BYTES, "max_text_chars": MAX_TEXT_CHARS}
