@@ -1,0 +1,487 @@
+"""The one client for OpenAI-compatible Chat Completions providers: chat, titles, tools, gateway, benchmark.
+
+Every failure becomes an UpstreamError with a stable code. Retries (exponential backoff with full
+jitter, Retry-After honoured) happen only before the first chunk reaches the caller, never after.
+
+Timeouts, from settings at call time: UPSTREAM_CONNECT_TIMEOUT (TCP connect), UPSTREAM_FIRST_BYTE_TIMEOUT
+(until the response headers and the first event), UPSTREAM_IDLE_TIMEOUT (silence between chunks) and
+UPSTREAM_TOTAL_TIMEOUT (the whole call, retries included).
+
+A little over 400 lines: the error mapping and the timeouts belong with the one client they govern.
+"""
+
+import asyncio
+import email.utils
+import functools
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from django.conf import settings
+from django.utils.translation import gettext as _
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_BASE_DELAY = 0.5
+RETRY_MAX_DELAY = 8.0
+RETRY_AFTER_CAP = 30.0
+ERROR_BODY_LIMIT = 64 * 1024
+RETRYABLE = {"rate_limited", "server_error", "connect_timeout", "first_byte_timeout", "connection"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str  # e.g. http://127.0.0.1:8001/v1
+    api_key: str = field(default="", repr=False)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{path}"
+
+
+class UpstreamError(Exception):
+    """A provider call that failed; `code` is stable, `detail` is the provider's own words."""
+
+    def __init__(
+        self,
+        code: str,
+        status: int | None = None,
+        detail: str = "",
+        *,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(f"{code} {status or ''} {detail}".strip())
+        self.code = code
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+        self.retryable = code in RETRYABLE if retryable is None else retryable
+
+    def user_message(self) -> str:
+        detail = self.detail[:300]
+        messages = {
+            "auth": _("The provider rejected the API key (%(status)s)."),
+            "not_found": _("The provider does not know this model or address (%(status)s)."),
+            "too_large": _(
+                "The request is too large for the provider (%(status)s). "
+                "Try a shorter conversation or smaller images."
+            ),
+            "rate_limited": _("The provider is limiting requests (%(status)s). Try again in a moment."),
+            "bad_request": _("The provider refused the request (%(status)s): %(detail)s"),
+            "server_error": _("The provider had an internal error (%(status)s)."),
+            "connect_timeout": _("Could not connect to the provider in time."),
+            "first_byte_timeout": _("The provider did not start answering in time."),
+            "idle_timeout": _("The provider stopped sending in the middle of the reply."),
+            "total_timeout": _("The reply took longer than the time limit."),
+            "connection": _("Could not reach the provider."),
+            "truncated": _("The provider's reply was cut off."),
+            "malformed": _("The provider sent a response that could not be read."),
+            "stream_error": _("The provider reported an error: %(detail)s"),
+        }
+        message = messages.get(self.code)
+        if message is None:
+            return detail or _("The request to the provider failed.")
+        return message % {"status": self.status or "-", "detail": detail}
+
+
+_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes a good part of a second; async_to_sync callers get a loop, and so a
+    # client, per call.
+    return httpx.create_ssl_context()
+
+
+def get_client() -> httpx.AsyncClient:
+    """The pooled client of the running event loop, built on first use (a client is bound to one loop)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        for ended in [other for other in _clients if other.is_closed()]:
+            del _clients[ended]
+        client = httpx.AsyncClient(
+            verify=_ssl_context(),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30),
+            headers={"User-Agent": "chatsite"},
+            follow_redirects=False,
+        )
+        _clients[loop] = client
+    return client
+
+
+async def close_client() -> None:
+    """Close the running loop's client (at shutdown, and between tests)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+@dataclass(frozen=True)
+class _Limits:
+    connect: float
+    first_byte: float
+    idle: float
+    total: float
+    max_retries: int
+
+    @classmethod
+    def from_settings(cls) -> "_Limits":
+        return cls(
+            connect=settings.UPSTREAM_CONNECT_TIMEOUT,
+            first_byte=settings.UPSTREAM_FIRST_BYTE_TIMEOUT,
+            idle=settings.UPSTREAM_IDLE_TIMEOUT,
+            total=settings.UPSTREAM_TOTAL_TIMEOUT,
+            max_retries=settings.UPSTREAM_MAX_RETRIES,
+        )
+
+    def httpx_timeout(self, read: float) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=read, write=self.idle, pool=self.first_byte)
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _headers(endpoint: Endpoint, request_id: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    return headers
+
+
+async def stream_chat(
+    endpoint: Endpoint, payload: dict[str, Any], *, request_id: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Yield the parsed chunks of one streamed chat completion, the trailing usage chunk included."""
+    limits = _Limits.from_settings()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.total
+    options = {**(payload.get("stream_options") or {}), "include_usage": True}
+    content = _encode({**payload, "stream": True, "stream_options": options})
+
+    def attempt() -> Awaitable[tuple[AsyncExitStack, AsyncIterator[ServerSentEvent], ServerSentEvent | None]]:
+        return _open_stream(endpoint, content, request_id, limits, deadline)
+
+    stack, events, event = await _retrying(attempt, limits, deadline, request_id)
+    async with stack:
+        watch = _Deadline(loop, deadline)
+        stack.callback(watch.close)
+        try:
+            while event is not None:
+                if event.data == "[DONE]":
+                    return
+                if event.data:
+                    yield _parse_chunk(event.data, endpoint.api_key)
+                event = await watch.next_event(events)
+            raise UpstreamError("truncated", 200, "The stream ended without [DONE].")
+        except UpstreamError as error:
+            logger.warning("upstream stream failed request_id=%s code=%s", request_id, error.code)
+            raise
+
+
+async def _open_stream(
+    endpoint: Endpoint, content: bytes, request_id: str, limits: _Limits, deadline: float
+) -> tuple[AsyncExitStack, AsyncIterator[ServerSentEvent], ServerSentEvent | None]:
+    """Connect, check the status and wait for the first event: the part of a stream that may be retried."""
+    loop = asyncio.get_running_loop()
+    first_deadline = min(deadline, loop.time() + limits.first_byte)
+    stack = AsyncExitStack()
+    responded = False
+    try:
+        async with asyncio.timeout_at(first_deadline):
+            source = await stack.enter_async_context(
+                aconnect_sse(
+                    get_client(),
+                    "POST",
+                    endpoint.url("chat/completions"),
+                    content=content,
+                    headers=_headers(endpoint, request_id),
+                    timeout=limits.httpx_timeout(read=limits.idle),
+                )
+            )
+            responded = True
+            response = source.response
+            logger.debug("upstream stream request_id=%s status=%s", request_id, response.status_code)
+            if response.status_code != 200:
+                raise await _error_from_response(response, endpoint.api_key)
+            # httpx-sse refuses other content types with SSEError; say what arrived instead.
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                raise UpstreamError("malformed", 200, f"Expected an event stream, got {content_type!r}.")
+            events = source.aiter_sse()
+            stack.push_async_callback(events.aclose)
+            event = await anext(events, None)
+    except TimeoutError:
+        await stack.aclose()
+        code = "total_timeout" if first_deadline >= deadline else "first_byte_timeout"
+        raise UpstreamError(code) from None
+    except httpx.HTTPError as error:
+        await stack.aclose()
+        raise _transport_error(error, started=False, responded=responded) from error
+    except BaseException:
+        await stack.aclose()
+        raise
+    return stack, events, event
+
+
+class _Deadline:
+    """The total deadline of a stream: one timer per stream, not one per chunk.
+
+    It cancels the iterating task only while the stream waits on the provider. A timeout context held
+    across the generator's `yield` would fire inside the caller's own work (its database writes, its
+    sends); a fresh asyncio.timeout per read would cost a timer per chunk. Same cancel-and-uncancel
+    rules as asyncio.timeout.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self.loop, self.when = loop, when
+        self.task: asyncio.Task[Any] | None = None
+        self.waiting = self.fired = False
+        self.handle = loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        if self.waiting and self.task is not None:
+            self.fired = True
+            self.task.cancel()
+
+    def close(self) -> None:
+        self.handle.cancel()
+
+    async def next_event(self, events: AsyncIterator[ServerSentEvent]) -> ServerSentEvent | None:
+        if self.loop.time() >= self.when:
+            raise UpstreamError("total_timeout")
+        self.task = asyncio.current_task()
+        cancelling = self.task.cancelling() if self.task else 0
+        self.waiting = True
+        try:
+            event = await anext(events, None)
+        except asyncio.CancelledError:
+            if self.fired and self.task and self.task.uncancel() <= cancelling:
+                raise UpstreamError("total_timeout") from None
+            raise
+        except httpx.HTTPError as error:
+            raise _transport_error(error, started=True, responded=True) from error
+        finally:
+            self.waiting = False
+        if self.fired and self.task and self.task.uncancel() <= cancelling:
+            # Something below swallowed the cancellation; the deadline has still passed.
+            raise UpstreamError("total_timeout")
+        return event
+
+
+def _parse_chunk(data: str, api_key: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise UpstreamError("malformed", 200, "A chunk was not valid JSON.") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError("malformed", 200, "A chunk was not a JSON object.")
+    if chunk.get("error"):
+        raise UpstreamError("stream_error", 200, _error_message(chunk["error"], api_key))
+    return chunk
+
+
+async def complete_chat(endpoint: Endpoint, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+    """One chat completion, not streamed. The reply must arrive within the first-byte timeout."""
+    limits = _Limits.from_settings()
+    deadline = asyncio.get_running_loop().time() + limits.total
+    body = {key: value for key, value in payload.items() if key != "stream_options"}
+    content = _encode({**body, "stream": False})
+
+    def attempt() -> Awaitable[Any]:
+        return _fetch_json(endpoint, "POST", "chat/completions", content, request_id, limits, deadline)
+
+    data = await _retrying(attempt, limits, deadline, request_id)
+    if not isinstance(data, dict):
+        raise UpstreamError("malformed", 200, "The completion was not a JSON object.")
+    if data.get("error"):
+        raise UpstreamError("stream_error", 200, _error_message(data["error"], endpoint.api_key))
+    return data
+
+
+async def list_models(endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The provider's models: the `data` list of GET /models."""
+    limits = _Limits.from_settings()
+    deadline = asyncio.get_running_loop().time() + limits.total
+
+    def attempt() -> Awaitable[Any]:
+        return _fetch_json(endpoint, "GET", "models", None, None, limits, deadline)
+
+    data = await _retrying(attempt, limits, deadline, None)
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise UpstreamError("malformed", 200, "The model list has no data array.")
+    return [item for item in models if isinstance(item, dict) and "id" in item]
+
+
+async def _fetch_json(
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    content: bytes | None,
+    request_id: str | None,
+    limits: _Limits,
+    deadline: float,
+) -> Any:
+    loop = asyncio.get_running_loop()
+    first_deadline = min(deadline, loop.time() + limits.first_byte)
+    client = get_client()
+    request = client.build_request(
+        method,
+        endpoint.url(path),
+        content=content,
+        headers=_headers(endpoint, request_id),
+        timeout=limits.httpx_timeout(read=limits.first_byte),
+    )
+    responded = False
+    try:
+        async with asyncio.timeout_at(first_deadline):
+            response = await client.send(request, stream=True)
+        responded = True
+        try:
+            logger.debug(
+                "upstream %s %s request_id=%s status=%s", method, path, request_id, response.status_code
+            )
+            async with asyncio.timeout_at(deadline):
+                if response.status_code != 200:
+                    raise await _error_from_response(response, endpoint.api_key)
+                raw = await response.aread()
+        finally:
+            await response.aclose()
+    except TimeoutError:
+        code = "first_byte_timeout" if not responded and first_deadline < deadline else "total_timeout"
+        raise UpstreamError(code) from None
+    except httpx.HTTPError as error:
+        raise _transport_error(error, started=responded, responded=responded) from error
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise UpstreamError("malformed", 200, "The response was not valid JSON.") from None
+
+
+async def _retrying(
+    attempt: Callable[[], Awaitable[T]], limits: _Limits, deadline: float, request_id: str | None
+) -> T:
+    loop = asyncio.get_running_loop()
+    retries = 0
+    while True:
+        try:
+            return await attempt()
+        except UpstreamError as error:
+            delay = _retry_delay(error, retries)
+            if not error.retryable or retries >= limits.max_retries or loop.time() + delay >= deadline:
+                logger.warning(
+                    "upstream failed request_id=%s code=%s status=%s attempts=%d",
+                    request_id,
+                    error.code,
+                    error.status,
+                    retries + 1,
+                )
+                raise
+            logger.info(
+                "upstream retry request_id=%s code=%s status=%s in %.2fs",
+                request_id,
+                error.code,
+                error.status,
+                delay,
+            )
+            retries += 1
+            await asyncio.sleep(delay)
+
+
+def _retry_delay(error: UpstreamError, retries: int) -> float:
+    if error.retry_after is not None:
+        return min(max(error.retry_after, 0.0), RETRY_AFTER_CAP)
+    return random.uniform(0, min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2**retries))
+
+
+async def _error_from_response(response: httpx.Response, api_key: str) -> UpstreamError:
+    """The mapped error of a non-200 response, its detail taken from the guide's error body."""
+    status = response.status_code
+    raw = b""
+    async for piece in response.aiter_bytes():
+        raw += piece
+        if len(raw) >= ERROR_BODY_LIMIT:
+            break
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        detail = _error_message(body["error"], api_key)
+    elif isinstance(body, dict) and isinstance(body.get("message"), str):
+        detail = _scrub(body["message"], api_key)
+    else:
+        detail = _scrub(raw[:300].decode("utf-8", "replace").strip(), api_key)
+    if status in (401, 403):
+        code = "auth"
+    elif status == 404:
+        code = "not_found"
+    elif status == 413:
+        code = "too_large"
+    elif status == 429:
+        code = "rate_limited"
+    elif status >= 500:
+        code = "server_error"
+    else:
+        code = "bad_request"
+    return UpstreamError(code, status, detail, retry_after=_retry_after(response.headers))
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    if "retry-after-ms" in headers:
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _transport_error(error: httpx.HTTPError, *, started: bool, responded: bool) -> UpstreamError:
+    """Map an httpx failure; `responded`: the status line arrived, `started`: the first event did."""
+    detail = type(error).__name__
+    if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return UpstreamError("connect_timeout", detail=detail)
+    if isinstance(error, httpx.ReadTimeout):
+        return UpstreamError("idle_timeout" if started else "first_byte_timeout", detail=detail)
+    if isinstance(error, httpx.DecodingError):
+        return UpstreamError("malformed", 200, detail)
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return UpstreamError("connection", detail=detail, retryable=False)
+    if responded and isinstance(error, httpx.TransportError):
+        return UpstreamError("truncated", 200, detail)
+    return UpstreamError("connection", detail=detail)
+
+
+def _error_message(error: Any, api_key: str) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return _scrub(str(message or "")[:1000], api_key)
+
+
+def _scrub(text: str, api_key: str) -> str:
+    """Providers sometimes quote the key they refused."""
+    return text.replace(api_key, "***") if api_key else text
