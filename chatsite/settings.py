@@ -160,6 +160,9 @@ UPSTREAM_IDLE_TIMEOUT = float(os.environ.get("UPSTREAM_IDLE_TIMEOUT", 60))
 UPSTREAM_TOTAL_TIMEOUT = float(os.environ.get("UPSTREAM_TOTAL_TIMEOUT", 600))
 UPSTREAM_MAX_RETRIES = envint("UPSTREAM_MAX_RETRIES", 2)
 
+# A reply whose process stops renewing its lease for this long is marked interrupted by the sweeper.
+REPLY_LEASE_SECONDS = float(os.environ.get("REPLY_LEASE_SECONDS", 30))
+
 # A websocket frame larger than this is refused with an error (images go over HTTP).
 WEBSOCKET_MAX_FRAME_BYTES = envint("WEBSOCKET_MAX_FRAME_BYTES", 64 * 1024)
 
@@ -183,6 +186,8 @@ CSRF_COOKIE_HTTPONLY = False
 
 # --- Security -------------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT")
+# Load balancers poll the health endpoint over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES")
 CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES")
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)

@@ -99,7 +99,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def handle_send(self, content: dict[str, Any], ref: str | None) -> None:
         public_id = content.get("conversation")
         if public_id is not None:
-            await self.conversation_from(content)
+            await self.follow(await self.conversation_from(content))
         plan = await database_sync_to_async(messaging.do_send_message)(
             self.user, public_id, content.get("text"), content.get("parent")
         )
@@ -107,6 +107,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def handle_regenerate(self, content: dict[str, Any], ref: str | None) -> None:
         conversation = await self.conversation_from(content)
+        await self.follow(conversation)
         plan = await database_sync_to_async(messaging.do_regenerate)(
             self.user, conversation.public_id, content.get("message")
         )
@@ -114,6 +115,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def handle_edit(self, content: dict[str, Any], ref: str | None) -> None:
         conversation = await self.conversation_from(content)
+        await self.follow(conversation)
         plan = await database_sync_to_async(messaging.do_edit)(
             self.user, conversation.public_id, content.get("message"), content.get("text")
         )
@@ -139,7 +141,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def handle_resync(self, content: dict[str, Any], ref: str | None) -> None:
         conversation = await self.conversation_from(content)
-        if self.conversation is None or self.conversation.pk != conversation.pk:
+        if not self.follows(conversation.pk):
             await self.subscribe(conversation)
         await self.send_snapshot()
 
@@ -168,12 +170,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             raise RefusedError("not_found", "No such conversation.")
         return conversation
 
-    async def start(self, plan: messaging.ReplyPlan) -> None:
-        """Follow the conversation the reply belongs to, then let the reply run on its own."""
-        if self.conversation is None or self.conversation.pk != plan.conversation_id:
-            conversation = await database_sync_to_async(Conversation.objects.get)(pk=plan.conversation_id)
+    def follows(self, conversation_id: int) -> bool:
+        return self.conversation is not None and self.conversation.pk == conversation_id
+
+    async def follow(self, conversation: Conversation) -> None:
+        """Subscribe before a change is made, so that this socket hears of it like every other."""
+        if not self.follows(conversation.pk):
             await self.subscribe(conversation)
             await self.send_snapshot()
+
+    async def start(self, plan: messaging.ReplyPlan) -> None:
+        """Let the reply run on its own; a new conversation is followed from its first snapshot."""
+        if not self.follows(plan.conversation_id):
+            await self.follow(await database_sync_to_async(Conversation.objects.get)(pk=plan.conversation_id))
         generation.launch(plan)
 
     async def subscribe(self, conversation: Conversation) -> None:

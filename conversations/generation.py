@@ -19,12 +19,13 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from conversations import events, upstream, usage
-from conversations.messaging import LEASE, ReplyPlan
+from conversations.messaging import ReplyPlan, lease
 from conversations.models import Message, UsageRecord, text_of
 from conversations.registry import endpoint_for
 
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 2.0
 COPY_SECONDS = 0.25
-RENEW_EVERY_TICKS = 40  # 10 s
-SWEEP_EVERY_TICKS = 60  # 15 s
 REJOIN_EVERY_TICKS = 4 * 3600  # 1 h: channels_redis forgets group members after group_expiry
 STATE_TIMEOUT = 0.5
 GENERATIONS_GROUP = "generations"  # every process listens here for stop and state requests
@@ -257,7 +256,7 @@ def _save_checkpoint(message_id: int, parts: list[dict[str, Any]], seq: int) -> 
         parts=parts,
         text=text_of(parts),
         stream_seq=seq,
-        lease_expires_at=timezone.now() + LEASE,
+        lease_expires_at=timezone.now() + lease(),
     )
 
 
@@ -317,6 +316,9 @@ async def _maintain() -> None:
     channel = await layer.new_channel()
     await layer.group_add(GENERATIONS_GROUP, channel)
     listener = _keep(asyncio.get_running_loop().create_task(_listen(layer, channel)))
+    # Leases are renewed three times and swept twice per lease period (30 s by default).
+    renew_every = max(1, round(settings.REPLY_LEASE_SECONDS / 3 / COPY_SECONDS))
+    sweep_every = max(1, round(settings.REPLY_LEASE_SECONDS / 2 / COPY_SECONDS))
     tick = 0
     try:
         while True:
@@ -324,9 +326,9 @@ async def _maintain() -> None:
             tick += 1
             try:
                 await _copy_live_replies()
-                if tick % RENEW_EVERY_TICKS == 0 and _live:
+                if tick % renew_every == 0 and _live:
                     await database_sync_to_async(_renew_leases)(list(_live))
-                if tick % SWEEP_EVERY_TICKS == 0:
+                if tick % sweep_every == 0:
                     await database_sync_to_async(sweep)()
                 if tick % REJOIN_EVERY_TICKS == 0:
                     await layer.group_add(GENERATIONS_GROUP, channel)
@@ -365,7 +367,7 @@ async def _listen(layer: Any, channel: str) -> None:
 
 def _renew_leases(message_ids: list[int]) -> None:
     Message.objects.filter(pk__in=message_ids, status__in=Message.LIVE_STATUSES).update(
-        lease_expires_at=timezone.now() + LEASE
+        lease_expires_at=timezone.now() + lease()
     )
 
 

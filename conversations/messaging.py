@@ -17,9 +17,13 @@ from django.utils import timezone
 from conversations import context, events, usage
 from conversations.models import ChatModel, Conversation, Message, UsageRecord
 
-LEASE = timedelta(seconds=30)
 MAX_TEXT_CHARS = 32_000
 TITLE_CHARS = 60
+
+
+def lease() -> timedelta:
+    """How long a reply's process may go silent before the sweeper calls the reply interrupted."""
+    return timedelta(seconds=settings.REPLY_LEASE_SECONDS)
 
 
 class RefusedError(Exception):
@@ -72,7 +76,7 @@ def _add_reply(user: Any, conversation: Conversation, prompt: Message, created: 
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
         model=model,
-        lease_expires_at=timezone.now() + LEASE,
+        lease_expires_at=timezone.now() + lease(),
     )
     created.append(reply)
     conversation.current_leaf = reply

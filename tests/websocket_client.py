@@ -26,7 +26,7 @@ class Socket:
         self.gaps = 0
 
     async def open(self) -> bool:
-        connected, _ = await self.communicator.connect()
+        connected, _ = await self.communicator.connect(timeout=10)
         if connected:
             self.hello = await self.receive()
         return connected

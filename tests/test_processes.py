@@ -1,0 +1,203 @@
+"""Real daphne processes: a reply outlives kill -9 and SIGTERM as "interrupted" with its text, and on
+PostgreSQL + Redis a reply started through one process is watched and stopped through another."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import websockets
+from django.conf import settings
+
+from conversations.models import Message, UsageRecord
+from tests.fixtures.chat import session_cookie
+from tests.fixtures.live import accepts_connections, database_env_for_child, free_port
+from tests.websocket_client import offline
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE_DIR = Path(__file__).resolve().parents[1]
+DAPHNE = Path(sys.executable).parent / "daphne"
+WORDS = " ".join(f"word{i}" for i in range(300))
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, port: int, log) -> None:
+        self.process, self.port, self.log = process, port, log
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/chat/"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def server(offline_upstream, **env: str) -> Iterator[Server]:
+    port = free_port()
+    environment = {
+        **os.environ,
+        **database_env_for_child(),
+        "OPENAI_BASE_URL": "",
+        "OFFLINE_UPSTREAM_URL": offline_upstream.base_url,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "REPLY_LEASE_SECONDS": "2",
+        **env,
+    }
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=BASE_DIR,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not accepts_connections(port):
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+            yield Server(process, port, log)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            log.seek(0)
+            print(f"--- server on {port} ---\n{log.read()}")
+
+
+async def connect(server: Server, cookie: bytes):
+    socket = await websockets.connect(
+        server.ws_url, origin=server.origin, additional_headers={"Cookie": cookie.decode()}
+    )
+    assert json.loads(await socket.recv())["type"] == "hello"
+    return socket
+
+
+async def receive_until(socket, type: str, **match) -> dict:
+    async with asyncio.timeout(20):
+        while True:
+            event = json.loads(await socket.recv())
+            if event["type"] == type and all(event.get(k) == v for k, v in match.items()):
+                return event
+
+
+async def start_slow_reply(server: Server, cookie: bytes, conversation: str, deltas: int = 5) -> tuple:
+    socket = await connect(server, cookie)
+    await socket.send(
+        json.dumps({"type": "send", "conversation": conversation, "text": offline(reply=WORDS, pace_ms=40)})
+    )
+    await receive_until(socket, "message.created")
+    reply = await receive_until(socket, "message.created")
+    await receive_until(socket, "reply.delta", seq=deltas)
+    return socket, reply["message"]
+
+
+def wait_for(condition, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_kill_9_leaves_an_interrupted_reply_with_its_text_and_retry_works(
+    bob, bob_conversation, offline_upstream
+):
+    cookie = session_cookie(bob)
+    conversation = str(bob_conversation.public_id)
+    with server(offline_upstream) as first:
+        _, reply_id = asyncio.run(
+            start_slow_reply(first, cookie, conversation, deltas=70)
+        )  # > 2 s: checkpointed
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+    saved = Message.objects.get(pk=reply_id)
+    assert saved.status == "streaming" and WORDS.startswith(saved.text) and saved.text
+
+    with server(offline_upstream) as second:
+
+        async def reopen_and_retry() -> dict:
+            socket = await connect(second, cookie)  # a socket starts the sweeper of this process
+            await asyncio.to_thread(
+                wait_for, lambda: Message.objects.get(pk=reply_id).status == "interrupted"
+            )
+            await socket.send(json.dumps({"type": "subscribe", "conversation": conversation}))
+            snapshot = await receive_until(socket, "snapshot")
+            await socket.send(
+                json.dumps({"type": "regenerate", "conversation": conversation, "message": reply_id})
+            )
+            done = await receive_until(socket, "reply.done")
+            await socket.close()
+            return snapshot, done
+
+        snapshot, done = asyncio.run(reopen_and_retry())
+    interrupted = snapshot["data"]["messages"][-1]
+    assert interrupted["status"] == "interrupted" and interrupted["error"]["code"] == "interrupted"
+    assert interrupted["parts"][-1]["text"] == saved.text
+    assert done["data"]["status"] == "complete" and done["data"]["siblings"] == [reply_id, done["message"]]
+    assert UsageRecord.objects.get(message_id=reply_id).status == "interrupted"
+
+
+def test_sigterm_saves_the_reply_as_interrupted_before_exit(bob, bob_conversation, offline_upstream):
+    cookie = session_cookie(bob)
+    with server(offline_upstream) as running:
+        _, reply_id = asyncio.run(
+            start_slow_reply(running, cookie, str(bob_conversation.public_id), deltas=10)
+        )
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=20) is not None
+    saved = Message.objects.get(pk=reply_id)
+    assert saved.status == "interrupted" and len(saved.text.split()) >= 10 and WORDS.startswith(saved.text)
+    assert UsageRecord.objects.get(message_id=saved.pk).status == "interrupted"
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")),
+    reason="two processes share replies through PostgreSQL + Redis (DATABASE_URL and REDIS_URL)",
+)
+def test_a_reply_started_in_one_process_is_watched_and_stopped_from_another(
+    bob, bob_conversation, offline_upstream
+):
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+    cookie = session_cookie(bob)
+    conversation = str(bob_conversation.public_id)
+    with server(offline_upstream) as first, server(offline_upstream) as second:
+
+        async def watch_and_stop() -> tuple[dict, dict, str]:
+            writer, reply_id = await start_slow_reply(first, cookie, conversation, deltas=10)
+            watcher = await connect(second, cookie)
+            await watcher.send(json.dumps({"type": "subscribe", "conversation": conversation}))
+            snapshot = await receive_until(watcher, "snapshot")
+            live = snapshot["data"]["messages"][-1]
+            text, last = live["parts"][-1]["text"], live["seq"]
+            while last < live["seq"] + 10:  # deltas from the other process, none missing, none twice
+                event = await receive_until(watcher, "reply.delta")
+                if event["seq"] <= last:
+                    continue
+                assert event["seq"] == last + 1
+                text, last = text + event["content"], event["seq"]
+            await watcher.send(
+                json.dumps({"type": "stop", "conversation": conversation, "message": reply_id})
+            )
+            done_watcher = await receive_until(watcher, "reply.done")
+            done_writer = await receive_until(writer, "reply.done")
+            await watcher.close()
+            await writer.close()
+            return live, done_watcher, done_writer, text
+
+        live, done_watcher, done_writer, text = asyncio.run(watch_and_stop())
+    assert live["status"] == "streaming" and live["seq"] >= 10
+    assert done_watcher["data"]["status"] == done_writer["data"]["status"] == "cancelled"
+    final = done_watcher["data"]["parts"][-1]["text"]
+    assert final.startswith(text) and WORDS.startswith(final)
+    assert UsageRecord.objects.get(message_id=done_watcher["message"]).status == "cancelled"
