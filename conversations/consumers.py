@@ -13,10 +13,14 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import get_supported_language_variant
+from django.utils.translation import gettext as _
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 from conversations import events, generation, messaging, sessions
 from conversations.messaging import RefusedError
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close()
             return
         self.user = user
+        self.language = await database_sync_to_async(member_language)(user, self.scope)
         self.user_group = events.user_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
@@ -63,25 +68,30 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- Frames in ------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Errors read in the member's language; a reply started here inherits it (tasks copy the context).
+        with translation.override(self.language):
+            await self.receive_frame(text_data)
+
+    async def receive_frame(self, text_data: str | None) -> None:
         if text_data is None:
-            await self.send_error("binary_frame", "Binary frames are not accepted.")
+            await self.send_error("binary_frame", _("Binary frames are not accepted."))
             return
         if len(text_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
-            await self.send_error("too_large", "The frame is larger than the limit.")
+            await self.send_error("too_large", _("The frame is larger than the limit."))
             return
         try:
             content = json.loads(text_data)
         except ValueError:
             content = None
         if not isinstance(content, dict):
-            await self.send_error("bad_json", "The frame is not a JSON object.")
+            await self.send_error("bad_json", _("The frame is not a JSON object."))
             return
         await self.receive_json(content)
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
         ref = content.get("ref") if isinstance(content.get("ref"), str) else None
         if content.get("v", events.PROTOCOL_VERSION) != events.PROTOCOL_VERSION:
-            await self.send_error("bad_version", "Protocol version 1 is the one spoken here.", ref)
+            await self.send_error("bad_version", _("Protocol version 1 is the one spoken here."), ref)
             return
         handler = self.handlers.get(content.get("type"))
         if handler is None:
@@ -136,7 +146,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation = await self.conversation_from(content)
         message_id = content.get("message")
         if not await database_sync_to_async(_is_reply_of)(conversation, message_id):
-            raise RefusedError("not_found", "No such reply in this conversation.")
+            raise RefusedError("not_found", _("No such reply in this conversation."))
         await generation.stop(message_id)
 
     async def handle_resync(self, content: dict[str, Any], ref: str | None) -> None:
@@ -167,7 +177,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.user, content.get("conversation")
         )
         if conversation is None:
-            raise RefusedError("not_found", "No such conversation.")
+            raise RefusedError("not_found", _("No such conversation."))
         return conversation
 
     def follows(self, conversation_id: int) -> bool:
@@ -226,6 +236,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def conversation_resync(self, event: dict[str, Any]) -> None:
         if self.conversation is not None:
             await self.send_snapshot()
+
+
+def member_language(user: Any, scope: dict[str, Any]) -> str:
+    """The member's chosen language, else the language cookie, else the browser's, as for pages."""
+    chosen = Profile.objects.filter(user=user).values_list("language", flat=True).first()
+    cookie = scope.get("cookies", {}).get(settings.LANGUAGE_COOKIE_NAME, "")
+    accepted = dict(scope.get("headers", [])).get(b"accept-language", b"").decode("latin-1")
+    candidates = [chosen, cookie] + [code for code, _ in parse_accept_lang_header(accepted)]
+    for code in filter(None, candidates):
+        try:
+            return get_supported_language_variant(code)
+        except LookupError:
+            continue
+    return settings.LANGUAGE_CODE
 
 
 def _is_reply_of(conversation: Conversation, message_id: Any) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from conversations import context, events, usage
 from conversations.models import ChatModel, Conversation, Message, UsageRecord
@@ -55,16 +56,16 @@ def _model_for(user: Any, conversation: Conversation) -> ChatModel:
     model_id = conversation.model_id or getattr(getattr(user, "profile", None), "default_model_id", None)
     model = usable.filter(pk=model_id).first() if model_id else usable.order_by("pk").first()
     if model is None:
-        raise RefusedError("unknown_model", "This conversation's model is not available to you.")
+        raise RefusedError("unknown_model", _("This conversation's model is not available to you."))
     return model
 
 
 def _message_of(conversation: Conversation, message_id: Any, role: str | None = None) -> Message:
     if not isinstance(message_id, int):
-        raise RefusedError("bad_request", "A message id is required.")
+        raise RefusedError("bad_request", _("A message id is required."))
     message = conversation.messages.filter(pk=message_id).first()
     if message is None or (role and message.role != role):
-        raise RefusedError("not_found", "No such message in this conversation.")
+        raise RefusedError("not_found", _("No such message in this conversation."))
     return message
 
 
@@ -121,9 +122,11 @@ def _add_reply(user: Any, conversation: Conversation, prompt: Message, created: 
 
 def _clean_text(text: Any) -> str:
     if not isinstance(text, str) or not text.strip():
-        raise RefusedError("bad_request", "The message is empty.")
+        raise RefusedError("bad_request", _("The message is empty."))
     if len(text) > MAX_TEXT_CHARS:
-        raise RefusedError("too_large", f"The message is longer than {MAX_TEXT_CHARS} characters.")
+        raise RefusedError(
+            "too_large", _("The message is longer than %(limit)s characters.") % {"limit": MAX_TEXT_CHARS}
+        )
     return text
 
 
@@ -151,7 +154,7 @@ def do_regenerate(user: Any, public_id: str, message_id: Any) -> ReplyPlan:
     conversation = conversation_for_update(user, public_id)
     old_reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
     if old_reply.parent is None:
-        raise RefusedError("bad_request", "This reply has no prompt to answer.")
+        raise RefusedError("bad_request", _("This reply has no prompt to answer."))
     return _add_reply(user, conversation, old_reply.parent, [])
 
 
@@ -195,7 +198,7 @@ def conversation_for_user(user: Any, public_id: Any) -> Conversation | None:
 def conversation_for_update(user: Any, public_id: Any) -> Conversation:
     conversation = conversation_for_user(user, public_id)
     if conversation is None:
-        raise RefusedError("not_found", "No such conversation.")
+        raise RefusedError("not_found", _("No such conversation."))
     return conversation
 
 
