@@ -123,6 +123,8 @@ else:
                 "timeout": 30,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # Kept open: closing a WAL connection checkpoints the log, milliseconds every time.
+            "CONN_MAX_AGE": None,
             # A file, not memory: live-server tests run daphne in another process on the same database.
             "TEST": {"NAME": os.environ.get("SQLITE_TEST_PATH", str(DATA_DIR / "test-chatsite.sqlite3"))},
         }
@@ -143,7 +145,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "conversations.channel_layer.LocalChannelLayer",
             "CONFIG": {"capacity": envint("CHANNEL_CAPACITY", 1000)},
         }
     }

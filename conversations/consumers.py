@@ -25,6 +25,16 @@ from conversations.models import Conversation, Message, Profile
 logger = logging.getLogger(__name__)
 
 SESSION_CHECK_SECONDS = 15
+FORWARDED = frozenset(
+    {
+        "reply.delta",
+        "reply.done",
+        "message.created",
+        "conversation.created",
+        "conversation.updated",
+        "conversation.deleted",
+    }
+)
 CLOSE_UNAUTHENTICATED = 4401
 
 
@@ -107,27 +117,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_snapshot()
 
     async def handle_send(self, content: dict[str, Any], ref: str | None) -> None:
-        public_id = content.get("conversation")
-        if public_id is not None:
-            await self.follow(await self.conversation_from(content))
         plan = await database_sync_to_async(messaging.do_send_message)(
-            self.user, public_id, content.get("text"), content.get("parent")
+            self.user, content.get("conversation"), content.get("text"), content.get("parent")
         )
         await self.start(plan)
 
     async def handle_regenerate(self, content: dict[str, Any], ref: str | None) -> None:
-        conversation = await self.conversation_from(content)
-        await self.follow(conversation)
         plan = await database_sync_to_async(messaging.do_regenerate)(
-            self.user, conversation.public_id, content.get("message")
+            self.user, content.get("conversation"), content.get("message")
         )
         await self.start(plan)
 
     async def handle_edit(self, content: dict[str, Any], ref: str | None) -> None:
-        conversation = await self.conversation_from(content)
-        await self.follow(conversation)
         plan = await database_sync_to_async(messaging.do_edit)(
-            self.user, conversation.public_id, content.get("message"), content.get("text")
+            self.user, content.get("conversation"), content.get("message"), content.get("text")
         )
         await self.start(plan)
 
@@ -190,9 +193,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_snapshot()
 
     async def start(self, plan: messaging.ReplyPlan) -> None:
-        """Let the reply run on its own; a new conversation is followed from its first snapshot."""
+        """Follow the reply's conversation, announce the new messages (committed by now), then let
+        the reply run on its own."""
         if not self.follows(plan.conversation_id):
             await self.follow(await database_sync_to_async(Conversation.objects.get)(pk=plan.conversation_id))
+        for group, event in plan.events:
+            await events.publish(group, event)
         generation.launch(plan)
 
     async def subscribe(self, conversation: Conversation) -> None:
@@ -227,11 +233,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- Events from the channel layer: already encoded, forwarded as they are ------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, a hop to the database
+        # thread; forwarding touches no database, so deltas skip that queue.
+        if message["type"] in FORWARDED:
+            await self.forward(message)
+        else:
+            await super().dispatch(message)
+
     async def forward(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["frame"])
-
-    reply_delta = reply_done = message_created = forward
-    conversation_created = conversation_updated = conversation_deleted = forward
 
     async def conversation_resync(self, event: dict[str, Any]) -> None:
         if self.conversation is not None:

@@ -83,11 +83,15 @@ def publish_on_commit(group: str, event: dict[str, Any]) -> None:
     transaction.on_commit(partial(async_to_sync(publish), group, event))
 
 
-def announce_conversation(kind: str, conversation: Conversation) -> None:
-    """Tell every tab of the owner that a conversation was created, updated or deleted."""
+def conversation_announcement(kind: str, conversation: Conversation) -> tuple[str, dict[str, Any]]:
+    """For every tab of the owner: a conversation was created, updated or deleted."""
     event = envelope(
         f"conversation.{kind}",
         conversation=str(conversation.public_id),
         data=conversation_summary(conversation),
     )
-    publish_on_commit(user_group(conversation.owner_id), event)
+    return user_group(conversation.owner_id), event
+
+
+def announce_conversation(kind: str, conversation: Conversation) -> None:
+    publish_on_commit(*conversation_announcement(kind, conversation))

@@ -1,7 +1,7 @@
 """A reply being written. It runs on its own asyncio task, not the socket's: closing the tab does not
 stop it (daphne ends a consumer 10 s after its client leaves).
 
-Per delta: the next seq, the text kept in memory, one group send; no database, no cache.
+Per delta: the text kept in memory, the next seq, one group send; no database, no cache.
 On timers: a checkpoint to the database every 2 s while text arrives (kill -9 loses at most that), a
 copy of every live reply to the cache every 250 ms (for other processes), lease renewal, the sweeper.
 At the end: one transaction saves the reply and finishes its usage record.
@@ -51,8 +51,13 @@ class LiveReply:
     conversation: str
     task: asyncio.Task | None = None
     seq: int = 0
+    # Sent text (what seq counts) and text read but not sent yet.
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    unsent_content: list[str] = field(default_factory=list)
+    unsent_reasoning: list[str] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
     status: str = Message.Status.PENDING
     stop_reason: str = ""
     copied_seq: int = -1
@@ -110,6 +115,7 @@ async def _run(live: LiveReply) -> None:
     error: upstream.UpstreamError | None = None
     status = Message.Status.COMPLETE
     message_id = plan.reply.pk
+    publisher = _keep(loop.create_task(_publish(live, layer)))
     try:
         endpoint = endpoint_for(plan.model.provider)
         request_id = str(plan.record.request_id)
@@ -126,21 +132,11 @@ async def _run(live: LiveReply) -> None:
                     if first_token_at is None:
                         first_token_at = loop.time()
                         live.status = Message.Status.STREAMING
-                    live.seq += 1
-                    event = {
-                        "v": events.PROTOCOL_VERSION,
-                        "type": "reply.delta",
-                        "conversation": live.conversation,
-                        "message": message_id,
-                        "seq": live.seq,
-                    }
                     if content:
-                        live.content.append(content)
-                        event["content"] = content
+                        live.unsent_content.append(content)
                     if reasoning:
-                        live.reasoning.append(reasoning)
-                        event["reasoning"] = reasoning
-                    await layer.group_send(live.group, events.frame(event))
+                        live.unsent_reasoning.append(reasoning)
+                    live.wakeup.set()
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
             if loop.time() >= live.next_checkpoint:
@@ -155,6 +151,9 @@ async def _run(live: LiveReply) -> None:
         status = Message.Status.ERROR
         error = upstream.UpstreamError("internal", None, "The reply failed on the server.")
     ended = loop.time()
+    live.closed = True
+    live.wakeup.set()
+    await asyncio.shield(publisher)  # what was read is sent and kept, even after Stop
     tokens = (
         usage.Tokens.from_upstream(reported)
         if reported
@@ -184,6 +183,40 @@ async def _run(live: LiveReply) -> None:
     )
     await layer.group_send(live.group, events.frame(done))
     logger.info("reply %s %s request %s", message_id, status, plan.record.request_id)
+
+
+async def _publish(live: LiveReply, layer: Any) -> None:
+    """Send what the reader has collected as one delta, then wait for more.
+
+    The reader only appends and wakes this task. When the process keeps up, each upstream piece
+    leaves as its own delta one loop turn later; when it is busy (many streams, a slow channel
+    layer), the pieces that piled up leave together, so the cost per delta falls as load rises
+    instead of queueing without bound.
+    """
+    message_id = live.plan.reply.pk
+    while True:
+        await live.wakeup.wait()
+        live.wakeup.clear()
+        if live.unsent_content or live.unsent_reasoning:
+            live.seq += 1
+            event = {
+                "v": events.PROTOCOL_VERSION,
+                "type": "reply.delta",
+                "conversation": live.conversation,
+                "message": message_id,
+                "seq": live.seq,
+            }
+            if live.unsent_content:
+                event["content"] = "".join(live.unsent_content)
+                live.content.append(event["content"])
+                live.unsent_content.clear()
+            if live.unsent_reasoning:
+                event["reasoning"] = "".join(live.unsent_reasoning)
+                live.reasoning.append(event["reasoning"])
+                live.unsent_reasoning.clear()
+            await layer.group_send(live.group, events.frame(event))
+        if live.closed and not (live.unsent_content or live.unsent_reasoning):
+            return
 
 
 def _save_final(

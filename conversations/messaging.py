@@ -49,6 +49,9 @@ class ReplyPlan:
     record: UsageRecord
     payload: dict[str, Any]
     prompt_chars: int
+    # (group, event) pairs to publish once the transaction has committed: the caller sends them, so
+    # the database thread never waits for the event loop.
+    events: list[tuple[str, dict[str, Any]]]
 
 
 def _model_for(user: Any, conversation: Conversation) -> ChatModel:
@@ -69,7 +72,9 @@ def _message_of(conversation: Conversation, message_id: Any, role: str | None = 
     return message
 
 
-def _add_reply(user: Any, conversation: Conversation, prompt: Message, created: list[Message]) -> ReplyPlan:
+def _add_reply(
+    user: Any, conversation: Conversation, prompt: Message, created: list[Message], outbox: list
+) -> ReplyPlan:
     model = _model_for(user, conversation)
     reply = Message.objects.create(
         conversation=conversation,
@@ -91,25 +96,20 @@ def _add_reply(user: Any, conversation: Conversation, prompt: Message, created: 
         conversation=conversation,
         message=reply,
     )
-    payload, prompt_chars = context.build_request(conversation, conversation.path(prompt), model)
+    tree = Tree(conversation.messages.order_by("pk"))
+    payload, prompt_chars = context.build_request(conversation, tree.path(prompt.pk), model)
     hex_id = conversation.public_id.hex
-    siblings = []
     for message in created:
-        siblings = list(
-            conversation.messages.filter(parent_id=message.parent_id)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
         event = events.envelope(
             "message.created",
             conversation=str(conversation.public_id),
             message=message.pk,
-            data=events.message_data(message, siblings),
+            data=events.message_data(message, tree.siblings(message)),
         )
-        events.publish_on_commit(events.conversation_group(hex_id), event)
+        outbox.append((events.conversation_group(hex_id), event))
     return ReplyPlan(
         reply=reply,
-        siblings=siblings,
+        siblings=tree.siblings(reply),
         conversation_id=conversation.pk,
         conversation_hex=hex_id,
         user_id=user.pk,
@@ -117,6 +117,7 @@ def _add_reply(user: Any, conversation: Conversation, prompt: Message, created: 
         record=record,
         payload=payload,
         prompt_chars=prompt_chars,
+        events=outbox,
     )
 
 
@@ -134,18 +135,21 @@ def _clean_text(text: Any) -> str:
 def do_send_message(user: Any, public_id: str | None, text: Any, parent_id: Any = None) -> ReplyPlan:
     """Save the user's message and a pending reply; a new conversation when public_id is None."""
     text = _clean_text(text)
+    outbox: list[tuple[str, dict[str, Any]]] = []
     if public_id is None:
         conversation = Conversation.objects.create(
             owner=user, title=text.strip().splitlines()[0][:TITLE_CHARS]
         )
-        events.announce_conversation("created", conversation)
+        outbox.append(events.conversation_announcement("created", conversation))
     else:
         conversation = conversation_for_update(user, public_id)
-    parent = _message_of(conversation, parent_id) if parent_id is not None else conversation.current_leaf
-    prompt = Message(conversation=conversation, parent=parent, role=Message.Role.USER)
+    parent_id = (
+        _message_of(conversation, parent_id).pk if parent_id is not None else conversation.current_leaf_id
+    )
+    prompt = Message(conversation=conversation, parent_id=parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    return _add_reply(user, conversation, prompt, [prompt])
+    return _add_reply(user, conversation, prompt, [prompt], outbox)
 
 
 @transaction.atomic
@@ -155,7 +159,7 @@ def do_regenerate(user: Any, public_id: str, message_id: Any) -> ReplyPlan:
     old_reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
     if old_reply.parent is None:
         raise RefusedError("bad_request", _("This reply has no prompt to answer."))
-    return _add_reply(user, conversation, old_reply.parent, [])
+    return _add_reply(user, conversation, old_reply.parent, [], [])
 
 
 @transaction.atomic
@@ -164,10 +168,10 @@ def do_edit(user: Any, public_id: str, message_id: Any, text: Any) -> ReplyPlan:
     text = _clean_text(text)
     conversation = conversation_for_update(user, public_id)
     original = _message_of(conversation, message_id, Message.Role.USER)
-    prompt = Message(conversation=conversation, parent=original.parent, role=Message.Role.USER)
+    prompt = Message(conversation=conversation, parent_id=original.parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    return _add_reply(user, conversation, prompt, [prompt])
+    return _add_reply(user, conversation, prompt, [prompt], [])
 
 
 @transaction.atomic
@@ -175,12 +179,8 @@ def do_select(user: Any, public_id: str, message_id: Any) -> Conversation:
     """Select the branch through a message: follow its newest children down to a leaf."""
     conversation = conversation_for_update(user, public_id)
     message = _message_of(conversation, message_id)
-    children: dict[int | None, list[int]] = {}
-    for pk, parent_id in conversation.messages.order_by("pk").values_list("pk", "parent_id"):
-        children.setdefault(parent_id, []).append(pk)
-    leaf_id = message.pk
-    while children.get(leaf_id):
-        leaf_id = children[leaf_id][-1]
+    tree = Tree(conversation.messages.only("pk", "parent_id"))
+    leaf_id = tree.newest_leaf_under(message.pk)
     conversation.current_leaf_id = leaf_id
     conversation.save(update_fields=["current_leaf"])
     return conversation
@@ -205,24 +205,46 @@ def conversation_for_update(user: Any, public_id: Any) -> Conversation:
 def load_snapshot(conversation: Conversation) -> dict[str, Any]:
     """The selected path with each message's siblings, from the database (one query for the messages)."""
     conversation.refresh_from_db(fields=["title", "pinned", "current_leaf", "model", "updated_at"])
-    messages = list(conversation.messages.order_by("pk"))
-    by_id = {message.pk: message for message in messages}
-    children: dict[int | None, list[int]] = {}
-    for message in messages:
-        children.setdefault(message.parent_id, []).append(message.pk)
-    path = []
-    message = by_id.get(conversation.current_leaf_id)
-    while message is not None:
-        path.append(message)
-        message = by_id.get(message.parent_id)
-    path.reverse()
+    tree = Tree(conversation.messages.order_by("pk"))
     return {
         **events.conversation_summary(conversation),
         "model": conversation.model_id,
         "system_prompt": conversation.system_prompt,
         "current_leaf": conversation.current_leaf_id,
-        "messages": [events.message_data(m, children[m.parent_id], m.stream_seq) for m in path],
+        "messages": [
+            events.message_data(m, tree.siblings(m), m.stream_seq)
+            for m in tree.path(conversation.current_leaf_id)
+        ],
     }
+
+
+class Tree:
+    """A conversation's messages, loaded once, walked in memory."""
+
+    def __init__(self, messages: Any) -> None:
+        self.by_id: dict[int, Message] = {}
+        self.children: dict[int | None, list[int]] = {}
+        for message in messages:
+            self.by_id[message.pk] = message
+            self.children.setdefault(message.parent_id, []).append(message.pk)
+
+    def siblings(self, message: Message) -> list[int]:
+        return self.children.get(message.parent_id, [message.pk])
+
+    def path(self, leaf_id: int | None) -> list[Message]:
+        """The messages from the root down to the leaf."""
+        path = []
+        message = self.by_id.get(leaf_id)
+        while message is not None:
+            path.append(message)
+            message = self.by_id.get(message.parent_id)
+        path.reverse()
+        return path
+
+    def newest_leaf_under(self, message_id: int) -> int:
+        while self.children.get(message_id):
+            message_id = self.children[message_id][-1]
+        return message_id
 
 
 def limits() -> dict[str, int]:

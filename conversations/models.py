@@ -193,24 +193,6 @@ class Conversation(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("conversation", args=[self.public_id])
 
-    def path(self, leaf: "Message | None" = None) -> list["Message"]:
-        """The messages from the root to the leaf (the selected one by default), in order.
-
-        One query: a conversation's messages are few enough to walk in memory, and a recursive CTE
-        would need raw SQL per backend.
-        """
-        leaf_id = leaf.pk if leaf else self.current_leaf_id
-        if leaf_id is None:
-            return []
-        by_id = {message.pk: message for message in self.messages.all()}
-        path = []
-        message = by_id.get(leaf_id)
-        while message is not None:
-            path.append(message)
-            message = by_id.get(message.parent_id)
-        path.reverse()
-        return path
-
 
 class Message(models.Model):
     class Role(models.TextChoices):

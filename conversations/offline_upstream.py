@@ -839,7 +839,10 @@ async def _stream(
             await exchange.pause(_number(directive, "stall_ms", 0) / 1000)
         if index == total:
             break
+        if pace and index:
+            await exchange.pause(pace)
         if timestamps is not None:
+            # Stamped after the pause, at the moment it is written.
             delta = {"content": f"{time.time_ns()} "}
             frame = head + _dumps({"role": "assistant", **delta} if index == 0 else delta) + tail
         else:
@@ -847,8 +850,6 @@ async def _stream(
         if not pace:
             pending.append(frame)
             continue
-        if index:
-            await exchange.pause(pace)
         if exchange.left():
             exchange.finish("client_closed", None, sent(index))
             return

@@ -35,7 +35,9 @@ async def test_it_streams_a_reply_and_saves_it_once(bob_cookie, bob_conversation
     socket = await open_socket(bob_cookie)
     await socket.send(type="subscribe", conversation=str(bob_conversation.public_id))
     await socket.until("snapshot")
-    await socket.send(type="send", conversation=str(bob_conversation.public_id), text=offline(reply=REPLY))
+    await socket.send(
+        type="send", conversation=str(bob_conversation.public_id), text=offline(reply=REPLY, pace_ms=5)
+    )
     prompt = await socket.until("message.created")
     reply = await socket.until("message.created")
     assert prompt["data"]["role"] == "user" and reply["data"]["status"] == "pending"
@@ -109,7 +111,7 @@ async def test_a_dropped_delta_is_recovered_by_resync(bob_cookie, bob_conversati
             return
         await forward(self, event)
 
-    monkeypatch.setattr(consumers.ChatConsumer, "reply_delta", lossy_forward)
+    monkeypatch.setattr(consumers.ChatConsumer, "forward", lossy_forward)
     words = " ".join(f"x{i}" for i in range(30))
     socket = await open_socket(bob_cookie)
     conversation = str(bob_conversation.public_id)

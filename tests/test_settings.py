@@ -101,7 +101,7 @@ def test_it_needs_no_service_by_default(tmp_path):
     assert chosen["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     assert "journal_mode=WAL" in chosen["OPTIONS"]["init_command"]
     assert chosen["CACHE"] == "django.core.cache.backends.locmem.LocMemCache"
-    assert chosen["CHANNEL_LAYER"] == "channels.layers.InMemoryChannelLayer"
+    assert chosen["CHANNEL_LAYER"] == "conversations.channel_layer.LocalChannelLayer"
 
 
 def test_it_uses_postgresql_from_database_url(tmp_path):
