@@ -11,6 +11,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils.translation import gettext
 
 from conversations.models import Conversation, Message
 
@@ -63,7 +64,10 @@ def message_data(message: Message, siblings: list[int] | None = None, seq: int =
         "siblings": siblings if siblings is not None else [message.pk],
         "model": message.model_id,
         "finish_reason": message.finish_reason,
-        "error": {"code": message.error_code, "detail": message.error_detail} if message.error_code else None,
+        # Details saved in English (gettext_noop) read in the member's language; others are as saved.
+        "error": {"code": message.error_code, "detail": gettext(message.error_detail)}
+        if message.error_code
+        else None,
         "created_at": message.created_at.isoformat(),
         "seq": seq,
     }

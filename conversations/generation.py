@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from conversations import events, upstream, usage
 from conversations.messaging import ReplyPlan, lease
@@ -37,6 +38,10 @@ REJOIN_EVERY_TICKS = 4 * 3600  # 1 h: channels_redis forgets group members after
 STATE_TIMEOUT = 0.5
 GENERATIONS_GROUP = "generations"  # every process listens here for stop and state requests
 CACHE_PREFIX = "chatsite:live:"
+
+# Stored in English and translated when shown (events.message_data): the sweeper has no member.
+INTERRUPTED = gettext_noop("The server stopped while writing this reply.")
+FAILED_ON_SERVER = gettext_noop("The reply failed on the server.")
 
 FINAL_STATUS = {
     "stopped": Message.Status.CANCELLED,
@@ -149,7 +154,7 @@ async def _run(live: LiveReply) -> None:
     except Exception:
         logger.exception("reply %s failed", message_id)
         status = Message.Status.ERROR
-        error = upstream.UpstreamError("internal", None, "The reply failed on the server.")
+        error = upstream.UpstreamError("internal", None, FAILED_ON_SERVER)
     ended = loop.time()
     live.closed = True
     live.wakeup.set()
@@ -236,7 +241,7 @@ def _save_final(
     if error is not None:
         reply.error_code, reply.error_detail = error.code, error.user_message()
     elif status == Message.Status.INTERRUPTED:
-        reply.error_code, reply.error_detail = "interrupted", "The server stopped while writing this reply."
+        reply.error_code, reply.error_detail = "interrupted", INTERRUPTED
     usage_status = {
         Message.Status.COMPLETE: UsageRecord.Status.COMPLETE,
         Message.Status.CANCELLED: UsageRecord.Status.CANCELLED,
@@ -418,7 +423,7 @@ def sweep() -> int:
         count = Message.objects.filter(pk__in=lapsed, status__in=Message.LIVE_STATUSES).update(
             status=Message.Status.INTERRUPTED,
             error_code="interrupted",
-            error_detail="The server stopped while writing this reply.",
+            error_detail=INTERRUPTED,
             lease_expires_at=None,
         )
         UsageRecord.objects.filter(message_id__in=lapsed, status=UsageRecord.Status.STARTED).update(
