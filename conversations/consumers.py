@@ -118,7 +118,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def handle_send(self, content: dict[str, Any], ref: str | None) -> None:
         plan = await database_sync_to_async(messaging.do_send_message)(
-            self.user, content.get("conversation"), content.get("text"), content.get("parent")
+            self.user,
+            content.get("conversation"),
+            content.get("text"),
+            content.get("parent"),
+            content.get("model"),
         )
         await self.start(plan)
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from conversations import context, events, usage
-from conversations.models import ChatModel, Conversation, Message, UsageRecord
+from conversations.models import ChatModel, Conversation, Message, Profile, UsageRecord
 
 MAX_TEXT_CHARS = 32_000
 TITLE_CHARS = 60
@@ -55,9 +55,14 @@ class ReplyPlan:
 
 
 def _model_for(user: Any, conversation: Conversation) -> ChatModel:
+    """The conversation's model if the member may use it; for a conversation without one, their
+    default model, else the first they may use."""
     usable = ChatModel.objects.usable_by(user).select_related("provider")
-    model_id = conversation.model_id or getattr(getattr(user, "profile", None), "default_model_id", None)
-    model = usable.filter(pk=model_id).first() if model_id else usable.order_by("pk").first()
+    if conversation.model_id:
+        model = usable.filter(pk=conversation.model_id).first()
+    else:
+        default_id = Profile.objects.filter(user=user).values_list("default_model_id", flat=True).first()
+        model = (default_id and usable.filter(pk=default_id).first()) or usable.order_by("pk").first()
     if model is None:
         raise RefusedError("unknown_model", _("This conversation's model is not available to you."))
     return model
@@ -132,13 +137,18 @@ def _clean_text(text: Any) -> str:
 
 
 @transaction.atomic
-def do_send_message(user: Any, public_id: str | None, text: Any, parent_id: Any = None) -> ReplyPlan:
-    """Save the user's message and a pending reply; a new conversation when public_id is None."""
+def do_send_message(
+    user: Any, public_id: str | None, text: Any, parent_id: Any = None, model_id: Any = None
+) -> ReplyPlan:
+    """Save the user's message and a pending reply. public_id None starts a conversation, with the
+    model chosen in the picker when given."""
     text = _clean_text(text)
     outbox: list[tuple[str, dict[str, Any]]] = []
     if public_id is None:
         conversation = Conversation.objects.create(
-            owner=user, title=text.strip().splitlines()[0][:TITLE_CHARS]
+            owner=user,
+            title=text.strip().splitlines()[0][:TITLE_CHARS],
+            model_id=model_id if isinstance(model_id, int) else None,
         )
         outbox.append(events.conversation_announcement("created", conversation))
     else:
@@ -149,7 +159,10 @@ def do_send_message(user: Any, public_id: str | None, text: Any, parent_id: Any 
     prompt = Message(conversation=conversation, parent_id=parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    return _add_reply(user, conversation, prompt, [prompt], outbox)
+    plan = _add_reply(user, conversation, prompt, [prompt], outbox)
+    if public_id is not None:  # other tabs move it to the top of their sidebar
+        outbox.append(events.conversation_announcement("updated", conversation))
+    return plan
 
 
 @transaction.atomic

@@ -1,8 +1,305 @@
-from django.http import HttpRequest, HttpResponse
+"""The chat page and the small JSON API of its sidebar; messages themselves travel over the socket."""
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET, require_http_methods
+
+from conversations import events
+from conversations.models import ChatModel, Conversation
+
+PAGE_SIZE = 50
+TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
+SYSTEM_PROMPT_MAX_CHARS = 32_000
+# Stands in for a conversation id in the URL patterns handed to the page.
+_ANY_ID = uuid.UUID(int=0)
 
 
+class BadRequest(Exception):
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.status = code, detail, status
+
+
+def _error(code: str, detail: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+
+
+def api_view(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """Members only, answered in JSON: a script gets a 401 or a 404 it can read, never a login page."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        if not request.user.is_authenticated:
+            return _error("login_required", _("Please log in again."), status=401)
+        try:
+            return view(request, *args, **kwargs)
+        except Http404:
+            return _error("not_found", _("No such conversation."), status=404)
+        except BadRequest as error:
+            return _error(error.code, error.detail, status=error.status)
+
+    return wrapper
+
+
+def _get_conversation_for_user(request: HttpRequest, public_id: uuid.UUID) -> Conversation:
+    """Return the member's conversation; 404 for anyone else's, so ids leak nothing."""
+    return get_object_or_404(Conversation.objects.for_user(request.user), public_id=public_id)
+
+
+# --- The page -------------------------------------------------------------------------------------
+
+
+@login_required
+@ensure_csrf_cookie
 def chat(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("chat")
+    """The chat page with a new, empty conversation."""
+    return _render_chat(request, None)
 
 
-conversation = conversation_list = conversation_detail = chat
+@login_required
+@ensure_csrf_cookie
+def conversation(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
+    """The chat page with one of the member's conversations open."""
+    return _render_chat(request, _get_conversation_for_user(request, public_id))
+
+
+def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpResponse:
+    conversations, next_cursor = sidebar_page(request.user)
+    models = list(ChatModel.objects.usable_by(request.user).select_related("provider"))
+    page_data = {
+        "selected": str(selected.public_id) if selected else None,
+        "conversations": [events.conversation_summary(c) for c in conversations],
+        "next": next_cursor,
+        "models": [_model_choice(model) for model in models],
+        "default_model": _default_model(request, models),
+        "limits": {"title_max_chars": TITLE_MAX_CHARS},
+        "urls": {
+            "chat": reverse("chat"),
+            "conversation": reverse("conversation", args=[_ANY_ID]),
+            "conversation_list": reverse("conversation_list"),
+            "conversation_detail": reverse("conversation_detail", args=[_ANY_ID]),
+            "login": reverse("login"),
+            "socket": "/ws/chat/",
+        },
+        "any_id": str(_ANY_ID),
+        "strings": ui_strings(),
+    }
+    context = {"page_data": page_data, "models": page_data["models"], "selected": selected}
+    return render(request, "conversations/chat.html", context)
+
+
+def _model_choice(model: ChatModel) -> dict[str, Any]:
+    offline = model.provider.is_offline
+    label = model.display_name
+    if offline and "offline" not in label.lower():
+        label = _("Offline demo (%(name)s)") % {"name": label}
+    return {"id": model.pk, "label": label, "offline": offline}
+
+
+def _default_model(request: HttpRequest, models: list[ChatModel]) -> int | None:
+    """The model a new conversation starts with: as messaging._model_for() picks it."""
+    profile = getattr(request.user, "profile", None)
+    usable = [model.pk for model in models]
+    if profile is not None and profile.default_model_id in usable:
+        return profile.default_model_id
+    return min(usable, default=None)
+
+
+def ui_strings() -> dict[str, str]:
+    """The words chat.js shows, translated here until the JavaScript catalog exists."""
+    return {
+        "new_conversation": _("New conversation"),
+        "pinned": _("Pinned"),
+        "recent": _("Recent"),
+        "pin": _("Pin"),
+        "unpin": _("Unpin"),
+        "rename": _("Rename"),
+        "rename_label": _("New title"),
+        "delete": _("Delete"),
+        "confirm_delete": _("Delete “%(title)s”? This cannot be undone."),
+        "you": _("You"),
+        "assistant": _("Assistant"),
+        "regenerate": _("Regenerate"),
+        "retry": _("Retry"),
+        "copy": _("Copy"),
+        "copied": _("Copied"),
+        "copy_code": _("Copy code"),
+        "previous_version": _("Previous version"),
+        "next_version": _("Next version"),
+        "version": _("Version %(index)s of %(count)s"),
+        "stopped": _("Stopped"),
+        "interrupted": _("Interrupted"),
+        "error": _("The reply failed."),
+        "thinking": _("Writing…"),
+        "reasoning": _("Reasoning"),
+        "tool_call": _("Tool call: %(name)s"),
+        "tool_result": _("Tool result"),
+        "image": _("[image]"),
+        "blocked_image": _("[image not shown: %(alt)s]"),
+        "blocked_image_no_alt": _("[image not shown]"),
+        "empty_title": _("How can I help?"),
+        "empty_hint": _("Enter sends, Shift+Enter starts a new line."),
+        "connecting": _("Connecting…"),
+        "reconnecting": _("Connection lost. Reconnecting…"),
+        "session_ended": _("Your session has ended. Please log in again."),
+        "not_found": _("That conversation no longer exists."),
+        "request_failed": _("That did not work. Please try again."),
+        "too_long": _("The message is too long."),
+        "offline_badge": _("Offline demo"),
+        "offline_hint": _("Replies come from the built-in offline demo, not from a real model."),
+    }
+
+
+# --- The sidebar API ------------------------------------------------------------------------------
+
+
+def sidebar_page(
+    user: Any, before: tuple[datetime, int] | None = None
+) -> tuple[list[Conversation], str | None]:
+    """One page of the member's conversations, newest first, and the cursor of the next page.
+
+    Pinned ones come whole on the first page (they are few and shown in their own section); the
+    others are keyset paged on (updated_at, id), so a conversation that moves up while the member
+    scrolls is neither skipped twice nor shown twice within one listing.
+    """
+    mine = Conversation.objects.for_user(user).order_by("-updated_at", "-pk")
+    pinned = list(mine.filter(pinned=True)) if before is None else []
+    others = mine.filter(pinned=False)
+    if before is not None:
+        updated_at, pk = before
+        others = others.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=pk))
+    page = list(others[: PAGE_SIZE + 1])
+    next_cursor = _cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+    return pinned + page[:PAGE_SIZE], next_cursor
+
+
+def _cursor(conversation: Conversation) -> str:
+    # UTC with "Z": a "+" in a query string would come back as a space.
+    stamp = conversation.updated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{stamp}|{conversation.pk}"
+
+
+def _parse_cursor(value: str) -> tuple[datetime, int]:
+    stamp, _sep, pk = value.partition("|")
+    try:
+        updated_at = parse_datetime(stamp)
+        pk_number = int(pk)
+    except ValueError:
+        updated_at = None
+    if updated_at is None or timezone.is_naive(updated_at):
+        raise BadRequest("bad_cursor", _("The page cursor is not valid."))
+    return updated_at, pk_number
+
+
+@never_cache
+@require_GET
+@api_view
+def conversation_list(request: HttpRequest) -> JsonResponse:
+    before = _parse_cursor(request.GET["before"]) if request.GET.get("before") else None
+    conversations, next_cursor = sidebar_page(request.user, before)
+    return JsonResponse(
+        {"conversations": [events.conversation_summary(c) for c in conversations], "next": next_cursor}
+    )
+
+
+@never_cache
+@require_http_methods(["PATCH", "DELETE"])
+@api_view
+def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonResponse:
+    if request.method == "DELETE":
+        with transaction.atomic():
+            conversation = _get_conversation_for_user(request, public_id)
+            conversation.deleted_at = timezone.now()
+            conversation.save(update_fields=["deleted_at"])
+            events.announce_conversation("deleted", conversation)
+        return JsonResponse({"deleted": str(conversation.public_id)})
+
+    changes = _clean_changes(request)
+    with transaction.atomic():
+        conversation = _get_conversation_for_user(request, public_id)
+        if "model" in changes and changes["model"] is not None:
+            changes["model"] = _usable_model(request, changes["model"])
+        if "title" in changes:
+            # A renamed conversation is one the member is working with: it moves to the top.
+            changes["updated_at"] = timezone.now()
+        for field, value in changes.items():
+            setattr(conversation, field, value)
+        if changes:
+            conversation.save(update_fields=list(changes))
+            events.announce_conversation("updated", conversation)
+    return JsonResponse(
+        {
+            "conversation": {
+                **events.conversation_summary(conversation),
+                "model": conversation.model_id,
+                "system_prompt": conversation.system_prompt,
+            }
+        }
+    )
+
+
+def _clean_changes(request: HttpRequest) -> dict[str, Any]:
+    """The fields a PATCH may change, checked for type and length; unknown fields are refused."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise BadRequest("bad_json", _("The request body is not a JSON object."))
+    unknown = set(body) - {"title", "pinned", "model", "system_prompt"}
+    if unknown:
+        raise BadRequest("bad_request", _("Unknown field: %(field)s.") % {"field": sorted(unknown)[0]})
+
+    changes: dict[str, Any] = {}
+    if "title" in body:
+        if not isinstance(body["title"], str):
+            raise BadRequest("bad_request", _("The title must be text."))
+        title = " ".join(body["title"].split())
+        if len(title) > TITLE_MAX_CHARS:
+            raise BadRequest(
+                "too_large", _("The title is longer than %(count)d characters.") % {"count": TITLE_MAX_CHARS}
+            )
+        changes["title"] = title
+    if "pinned" in body:
+        if not isinstance(body["pinned"], bool):
+            raise BadRequest("bad_request", _("“pinned” must be true or false."))
+        changes["pinned"] = body["pinned"]
+    if "model" in body:
+        model = body["model"]
+        if model is not None and (isinstance(model, bool) or not isinstance(model, int)):
+            raise BadRequest("bad_request", _("The model must be a model id."))
+        changes["model"] = model
+    if "system_prompt" in body:
+        if not isinstance(body["system_prompt"], str):
+            raise BadRequest("bad_request", _("The system prompt must be text."))
+        if len(body["system_prompt"]) > SYSTEM_PROMPT_MAX_CHARS:
+            raise BadRequest(
+                "too_large",
+                _("The system prompt is longer than %(count)d characters.")
+                % {"count": SYSTEM_PROMPT_MAX_CHARS},
+            )
+        changes["system_prompt"] = body["system_prompt"]
+    return changes
+
+
+def _usable_model(request: HttpRequest, model_id: int) -> ChatModel:
+    model = ChatModel.objects.usable_by(request.user).filter(pk=model_id).first()
+    if model is None:
+        raise BadRequest("unknown_model", _("That model is not available to you."))
+    return model

@@ -1,0 +1,426 @@
+// The chat page: wires the sidebar, the thread, the composer and the socket together.
+// The protocol is docs/websocket.md; the page's first data comes from conversations/views.py.
+
+import { conversationApi } from "./api.js";
+import { Drawer, Sidebar } from "./sidebar.js";
+import { ChatSocket, ReplySequencer, socketUrl } from "./socket.js";
+import { Thread } from "./thread.js";
+
+const data = JSON.parse(document.getElementById("chat-data").textContent);
+const strings = data.strings;
+const $ = (id) => document.getElementById(id);
+const SEND_TIMEOUT_MS = 20000;
+
+const ui = {
+  title: $("conversation-title"),
+  picker: $("model-picker"),
+  offlineBadge: $("offline-badge"),
+  status: $("connection-status"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  send: $("send-button"),
+  stop: $("stop-button"),
+  error: $("composer-error"),
+};
+
+const state = {
+  selected: data.selected,
+  // The send not yet answered, {ref, text, newChat}: one at a time. Its answer is the user's
+  // message.created, the first snapshot of the conversation it started, or an error with its ref.
+  pendingSend: null,
+  sendTimer: null,
+  model: data.default_model,
+  maxTextChars: null,
+  refCount: 0,
+  connectedBefore: false,
+};
+
+const sequencer = new ReplySequencer();
+
+// --- Addresses and HTTP ---------------------------------------------------------------------------
+
+function urlFor(pattern, id) {
+  return pattern.replace(data.any_id, id);
+}
+
+const api = conversationApi(data);
+
+// --- Pieces ---------------------------------------------------------------------------------------
+
+// On a phone the sidebar is a drawer behind the menu button.
+const drawer = new Drawer({
+  chat: $("chat"),
+  sidebar: $("sidebar"),
+  backdrop: $("backdrop"),
+  openButton: $("menu-button"),
+  closeButton: $("sidebar-close"),
+});
+
+const thread = new Thread({
+  log: $("messages"),
+  scroller: $("messages-scroller"),
+  emptyState: $("empty-state"),
+  strings,
+  actions: {
+    regenerate: (id) => sendFrame({ type: "regenerate", conversation: state.selected, message: id }),
+    select: (id) => sendFrame({ type: "select", conversation: state.selected, message: id }),
+  },
+  onChange: updateComposer,
+});
+
+const sidebar = new Sidebar({
+  root: $("conversation-nav"),
+  pinnedList: $("pinned-list"),
+  recentList: $("recent-list"),
+  pinnedLabel: $("pinned-label"),
+  recentLabel: $("recent-label"),
+  end: $("list-end"),
+  strings,
+  titleMaxChars: data.limits.title_max_chars,
+  urlFor: (id) => urlFor(data.urls.conversation, id),
+  api,
+  onOpen: (id) => openConversation(id, { push: true }),
+  onRemoved: (id) => {
+    if (id === state.selected) openNewChat({ push: true });
+  },
+  onError: (error) => showError(error.message),
+});
+
+const socket = new ChatSocket(socketUrl(data.urls.socket), {
+  onOpen: () => {
+    if (state.selected) socket.send({ type: "subscribe", conversation: state.selected });
+    // Whatever was in flight when the socket dropped is answered by the snapshot, or not at all.
+    settleSend();
+    if (state.connectedBefore) sidebar.refresh();
+    state.connectedBefore = true;
+  },
+  onMessage: handleServerMessage,
+  onStateChange: showConnection,
+  onSessionEnded: () => {
+    showConnectionText(strings.session_ended);
+    window.setTimeout(() => window.location.assign(data.urls.login), 1500);
+  },
+});
+
+// --- Server messages ------------------------------------------------------------------------------
+
+function handleServerMessage(message) {
+  const handler = handlers[message.type];
+  if (handler) handler(message);
+}
+
+/** Whether a conversation's message concerns what this tab shows. */
+function isShown(message) {
+  return message.conversation !== null && message.conversation === state.selected;
+}
+
+/** The first answer about a conversation this tab started: from now on it is the one shown. */
+function adoptNewConversation(id) {
+  state.selected = id;
+  settleSend();
+  window.history.replaceState({ id }, "", urlFor(data.urls.conversation, id));
+  sidebar.setActive(id);
+}
+
+function requestResync() {
+  if (state.selected) socket.send({ type: "resync", conversation: state.selected });
+}
+
+const handlers = {
+  hello(message) {
+    state.maxTextChars = message.limits?.max_text_chars ?? null;
+    if (state.maxTextChars) ui.input.maxLength = state.maxTextChars;
+  },
+
+  snapshot(message) {
+    // A fresh snapshot of what is already shown keeps the reader's place; a new one starts at the end.
+    let keepScroll = thread.messages.length > 0;
+    if (!isShown(message)) {
+      // Only a socket's own subscription yields snapshots: an unknown one answers our new chat.
+      if (state.selected !== null || !state.pendingSend?.newChat) return;
+      adoptNewConversation(message.conversation);
+      keepScroll = false;
+    }
+    const conversation = message.data;
+    sequencer.reset(conversation.messages);
+    thread.setMessages(conversation.messages, { keepScroll });
+    setTitle(conversation.title);
+    if (conversation.model !== null && conversation.model !== undefined) setPickedModel(conversation.model);
+    const known = sidebar.get(conversation.id);
+    const updatedAt = conversation.updated_at ?? known?.updated_at;
+    if (updatedAt) {
+      const { id, title, pinned } = conversation;
+      sidebar.upsert({ ...known, id, title, pinned, updated_at: updatedAt });
+    }
+  },
+
+  "message.created"(message) {
+    const created = message.data;
+    const pending = state.pendingSend;
+    if (pending && (message.ref === pending.ref || (isShown(message) && created.role === "user"))) {
+      if (pending.newChat && state.selected === null) adoptNewConversation(message.conversation);
+      settleSend();
+    }
+    if (!isShown(message)) return;
+    if (created.role === "assistant") sequencer.track(created.id, created.seq ?? 0);
+    if (!thread.add(created)) requestResync();
+    if (created.role === "user") {
+      thread.scrollToEnd();
+      // Talking in a conversation moves it to the top, as the server's updated_at now says.
+      const known = sidebar.get(message.conversation);
+      if (known) sidebar.upsert({ ...known, updated_at: created.created_at });
+    }
+  },
+
+  "reply.delta"(message) {
+    if (!isShown(message)) return;
+    const verdict = sequencer.accept(message.message, message.seq);
+    if (verdict === "apply") {
+      if (!thread.appendDelta(message.message, message.content, message.reasoning)) requestResync();
+    } else if (verdict === "resync") {
+      requestResync();
+    }
+  },
+
+  "reply.done"(message) {
+    if (!isShown(message)) return;
+    sequencer.finish(message.message, message.seq);
+    if (!thread.replace({ ...message.data, id: message.message })) requestResync();
+  },
+
+  "conversation.created"(message) {
+    sidebar.upsert(message.data);
+  },
+
+  "conversation.updated"(message) {
+    sidebar.upsert(message.data);
+    if (message.conversation === state.selected) setTitle(message.data.title);
+  },
+
+  "conversation.deleted"(message) {
+    sidebar.remove(message.conversation);
+    if (message.conversation === state.selected) {
+      openNewChat({ push: false });
+      window.history.replaceState({ id: null }, "", data.urls.chat);
+      showError(strings.not_found);
+    }
+  },
+
+  error(message) {
+    const pending = state.pendingSend;
+    if (pending && message.ref === pending.ref) {
+      settleSend();
+      // The message was refused: give its text back rather than lose it.
+      if (!ui.input.value) ui.input.value = pending.text;
+      autosize();
+    }
+    if (message.code === "not_found" && !message.ref && state.selected) {
+      openNewChat({ push: false });
+      window.history.replaceState({ id: null }, "", data.urls.chat);
+    }
+    showError(message.detail || strings.request_failed);
+    updateComposer();
+  },
+};
+
+// --- Navigation -----------------------------------------------------------------------------------
+
+function openConversation(id, { push }) {
+  drawer.close();
+  if (id === state.selected) return;
+  if (push) window.history.pushState({ id }, "", urlFor(data.urls.conversation, id));
+  state.selected = id;
+  settleSend();
+  sequencer.reset([]);
+  thread.clear();
+  setTitle(sidebar.get(id)?.title || "");
+  sidebar.setActive(id);
+  socket.send({ type: "subscribe", conversation: id });
+  focusComposer();
+}
+
+function openNewChat({ push }) {
+  drawer.close();
+  if (push) window.history.pushState({ id: null }, "", data.urls.chat);
+  state.selected = null;
+  settleSend();
+  sequencer.reset([]);
+  thread.clear();
+  setTitle("");
+  sidebar.setActive(null);
+  setPickedModel(data.default_model);
+  focusComposer();
+}
+
+function idFromLocation() {
+  const match = /\/c\/([0-9a-f-]{36})\/?$/.exec(window.location.pathname);
+  return match ? match[1] : null;
+}
+
+window.addEventListener("popstate", () => {
+  const id = idFromLocation();
+  if (id) openConversation(id, { push: false });
+  else openNewChat({ push: false });
+});
+
+$("new-chat").addEventListener("click", (event) => {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  openNewChat({ push: true });
+});
+
+// --- Composer -------------------------------------------------------------------------------------
+
+function sendFrame(frame) {
+  if (!socket.send(frame)) {
+    showError(strings.reconnecting);
+    return false;
+  }
+  hideError();
+  return true;
+}
+
+function submit() {
+  const text = ui.input.value.trim();
+  if (!text || thread.liveReply() || state.pendingSend) return;
+  if (state.maxTextChars && text.length > state.maxTextChars) {
+    showError(strings.too_long);
+    return;
+  }
+  const ref = `c${++state.refCount}`;
+  const frame = { type: "send", conversation: state.selected, text, ref };
+  if (state.selected === null) {
+    // Not in docs/websocket.md v1 yet: the model a new conversation starts with.
+    if (state.model) frame.model = state.model;
+  } else if (thread.leaf) {
+    frame.parent = thread.leaf.id;
+  }
+  if (!sendFrame(frame)) return;
+  state.pendingSend = { ref, text: ui.input.value, newChat: state.selected === null };
+  // Never stuck: a send the server did not answer may be tried again.
+  state.sendTimer = setTimeout(settleSend, SEND_TIMEOUT_MS);
+  ui.input.value = "";
+  autosize();
+  thread.scrollToEnd();
+  updateComposer();
+  ui.input.focus();
+}
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  submit();
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  // isComposing: Enter also confirms an input method's candidate (Chinese, Japanese): not a send.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    submit();
+  }
+});
+
+ui.input.addEventListener("input", () => {
+  autosize();
+  updateComposer();
+});
+
+ui.stop.addEventListener("click", () => {
+  const reply = thread.liveReply();
+  if (reply) sendFrame({ type: "stop", conversation: state.selected, message: reply.id });
+  ui.input.focus();
+});
+
+/** Ready to type; on a phone only once the reader taps, as the keyboard would cover the page. */
+function focusComposer() {
+  if (window.matchMedia("(min-width: 768px)").matches) ui.input.focus();
+}
+
+function settleSend() {
+  clearTimeout(state.sendTimer);
+  state.pendingSend = null;
+  updateComposer();
+}
+
+function autosize() {
+  // CSSOM, not a style attribute: allowed under the page's style-src 'self'.
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+}
+
+function updateComposer() {
+  const live = thread.liveReply() !== null;
+  const waiting = state.pendingSend !== null;
+  ui.stop.hidden = !live;
+  ui.send.hidden = live;
+  ui.send.disabled = waiting || !ui.input.value.trim() || ui.picker.value === "";
+}
+
+// --- Model picker ---------------------------------------------------------------------------------
+
+function setPickedModel(id) {
+  if (id === null || id === undefined) return;
+  const option = ui.picker.querySelector(`option[value="${CSS.escape(String(id))}"]`);
+  if (!option) return;
+  ui.picker.value = String(id);
+  state.model = id;
+  ui.offlineBadge.hidden = !option.dataset.offline;
+}
+
+ui.picker.addEventListener("change", async () => {
+  const id = Number(ui.picker.value);
+  setPickedModel(id);
+  if (state.selected) {
+    try {
+      await api.update(state.selected, { model: id });
+    } catch (error) {
+      showError(error.message);
+    }
+  }
+});
+
+// --- Small things ---------------------------------------------------------------------------------
+
+function setTitle(title) {
+  const text = title || strings.new_conversation;
+  ui.title.textContent = text;
+  document.title = `${text} · chatsite`;
+}
+
+let statusTimer = null;
+
+function showConnection(connection) {
+  clearTimeout(statusTimer);
+  if (connection === "open") {
+    ui.status.hidden = true;
+    updateComposer();
+    return;
+  }
+  // Brief blips are not worth a banner.
+  statusTimer = setTimeout(() => {
+    showConnectionText(connection === "connecting" ? strings.connecting : strings.reconnecting);
+  }, 1000);
+}
+
+function showConnectionText(text) {
+  ui.status.textContent = text;
+  ui.status.hidden = false;
+}
+
+function showError(text) {
+  ui.error.textContent = text;
+  ui.error.hidden = false;
+}
+
+function hideError() {
+  ui.error.hidden = true;
+}
+
+// --- Start ----------------------------------------------------------------------------------------
+
+sidebar.load(data.conversations, data.next);
+sidebar.setActive(state.selected);
+setPickedModel(data.default_model);
+thread.clear();
+updateComposer();
+socket.connect();
+focusComposer();

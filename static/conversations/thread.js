@@ -1,0 +1,349 @@
+// The messages of the selected path: rendering, live replies and the controls on each message.
+
+import { format, icon, iconButton } from "./dom.js";
+import { renderMarkdown, renderPlainText } from "./render.js";
+
+const LIVE = new Set(["pending", "streaming"]);
+// Within this many pixels of the bottom the view follows a growing reply.
+const STICK_DISTANCE_PX = 48;
+
+export function isLive(message) {
+  return LIVE.has(message.status);
+}
+
+function textOf(message) {
+  return message.parts
+    .filter((part) => part.type === "text")
+    .map((part) => part.text)
+    .join("\n\n");
+}
+
+export class Thread {
+  /**
+   * @param {{log: HTMLElement, scroller: HTMLElement, emptyState: HTMLElement, strings: object,
+   *          actions: {regenerate: (id: number) => void, select: (id: number) => void},
+   *          onChange: () => void}} options
+   */
+  constructor({ log, scroller, emptyState, strings, actions, onChange }) {
+    this.log = log;
+    this.scroller = scroller;
+    this.emptyState = emptyState;
+    this.strings = strings;
+    this.actions = actions;
+    this.onChange = onChange;
+    this.messages = [];
+    this.elements = new Map();
+    this.dirty = new Set();
+    this.frame = null;
+    this.stick = true;
+    scroller.addEventListener("scroll", () => {
+      const distance = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
+      this.stick = distance < STICK_DISTANCE_PX;
+    });
+    log.addEventListener("click", (event) => this.onClick(event));
+  }
+
+  /** The reply being written on this path, if any. */
+  liveReply() {
+    return this.messages.find((message) => message.role === "assistant" && isLive(message)) || null;
+  }
+
+  get leaf() {
+    return this.messages.at(-1) || null;
+  }
+
+  has(id) {
+    return this.elements.has(id);
+  }
+
+  clear() {
+    this.setMessages([]);
+  }
+
+  /** A snapshot: the path as the server has it now. */
+  setMessages(messages, { keepScroll = false } = {}) {
+    const scrollTop = this.scroller.scrollTop;
+    this.messages = messages.map((message) => ({ ...message, parts: [...(message.parts || [])] }));
+    this.elements.clear();
+    this.dirty.clear();
+    const nodes = this.messages.map((message) => this.build(message));
+    this.log.replaceChildren(...nodes);
+    if (keepScroll && !this.stick) this.scroller.scrollTop = scrollTop;
+    else this.stick = true;
+    this.afterChange();
+  }
+
+  /**
+   * A new message: it answers its parent, so whatever followed the parent on this path (an older
+   * sibling's branch) gives way. False when the parent is not on this path: the caller resyncs.
+   */
+  add(message) {
+    if (this.has(message.id)) return true;
+    const at = message.parent === null ? 0 : this.messages.findIndex((m) => m.id === message.parent) + 1;
+    if (at === 0 && message.parent !== null) return false;
+    for (const gone of this.messages.splice(at)) {
+      this.elements.get(gone.id)?.remove();
+      this.elements.delete(gone.id);
+    }
+    const copy = { ...message, parts: [...(message.parts || [])] };
+    this.messages.push(copy);
+    this.log.append(this.build(copy));
+    this.afterChange();
+    return true;
+  }
+
+  /** Append one delta's text to a live reply; drawn on the next frame, not now. */
+  appendDelta(id, content, reasoning) {
+    const message = this.messages.find((m) => m.id === id);
+    if (!message) return false;
+    if (reasoning) appendPart(message, "reasoning", reasoning);
+    if (content) appendPart(message, "text", content);
+    if (message.status === "pending") {
+      message.status = "streaming";
+      this.elements.get(id)?.classList.replace("status-pending", "status-streaming");
+      this.onChange();
+    }
+    this.dirty.add(id);
+    this.frame ??= requestAnimationFrame(() => this.flush());
+    return true;
+  }
+
+  /** The final form of a message (reply.done). */
+  replace(data) {
+    const index = this.messages.findIndex((m) => m.id === data.id);
+    if (index === -1) return false;
+    const message = { ...this.messages[index], ...data };
+    message.parts = [...(message.parts || [])];
+    this.messages[index] = message;
+    this.dirty.delete(data.id);
+    const old = this.elements.get(data.id);
+    old.replaceWith(this.build(message));
+    this.afterChange();
+    return true;
+  }
+
+  /** Follow the conversation to its bottom again, e.g. after the reader sends a message. */
+  scrollToEnd() {
+    this.stick = true;
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  flush() {
+    this.frame = null;
+    for (const id of this.dirty) {
+      const message = this.messages.find((m) => m.id === id);
+      const element = this.elements.get(id);
+      if (message && element) this.fillBody(element.querySelector(".message-body"), message);
+    }
+    this.dirty.clear();
+    this.followBottom();
+  }
+
+  afterChange() {
+    this.emptyState.hidden = this.messages.length > 0;
+    this.log.setAttribute("aria-busy", String(this.liveReply() !== null));
+    this.followBottom();
+    this.onChange();
+  }
+
+  followBottom() {
+    if (this.stick) this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  // --- Building a message --------------------------------------------------------------------
+
+  build(message) {
+    const s = this.strings;
+    const article = document.createElement("article");
+    article.className = `message message-${message.role} status-${message.status}`;
+    article.dataset.id = message.id;
+    article.setAttribute("aria-label", message.role === "user" ? s.you : s.assistant);
+
+    const body = document.createElement("div");
+    body.className = "message-body";
+    this.fillBody(body, message);
+    article.append(body);
+
+    const notice = this.statusNotice(message);
+    if (notice) article.append(notice);
+
+    const actions = this.messageActions(message);
+    if (actions.childElementCount > 0) article.append(actions);
+    this.elements.set(message.id, article);
+    return article;
+  }
+
+  fillBody(body, message) {
+    const s = this.strings;
+    // Redrawing must not close what the reader opened.
+    const open = [...body.querySelectorAll(":scope > details")].map((details) => details.open);
+    const nodes = [];
+    for (const part of message.parts) {
+      if (part.type === "text") {
+        if (!part.text) continue;
+        const block = document.createElement("div");
+        if (message.role === "user") {
+          block.className = "plain-text";
+          renderPlainText(block, part.text);
+        } else {
+          block.className = "markdown";
+          renderMarkdown(block, part.text, s);
+        }
+        nodes.push(block);
+      } else if (part.type === "reasoning") {
+        nodes.push(details(s.reasoning, part.text, "reasoning"));
+      } else if (part.type === "refusal") {
+        const refusal = document.createElement("p");
+        refusal.className = "refusal";
+        refusal.textContent = part.text;
+        nodes.push(refusal);
+      } else if (part.type === "tool_call") {
+        nodes.push(details(format(s.tool_call, { name: part.name }), part.arguments, "tool"));
+      } else if (part.type === "tool_result") {
+        const content = typeof part.content === "string" ? part.content : JSON.stringify(part.content);
+        nodes.push(details(s.tool_result, content, "tool"));
+      } else if (part.type === "image") {
+        const placeholder = document.createElement("span");
+        placeholder.className = "image-placeholder";
+        placeholder.textContent = s.image;
+        nodes.push(placeholder);
+      }
+    }
+    if (message.role === "assistant" && isLive(message) && !textOf(message)) {
+      const typing = document.createElement("div");
+      typing.className = "typing";
+      typing.setAttribute("aria-label", s.thinking);
+      typing.append(document.createElement("span"), document.createElement("span"), document.createElement("span"));
+      nodes.push(typing);
+    }
+    body.replaceChildren(...nodes);
+    body.querySelectorAll(":scope > details").forEach((element, index) => {
+      if (open[index]) element.open = true;
+    });
+  }
+
+  statusNotice(message) {
+    const s = this.strings;
+    if (message.status === "cancelled") {
+      return notice("stopped", s.stopped);
+    }
+    if (message.status === "error" || message.status === "interrupted") {
+      const label = message.status === "interrupted" ? s.interrupted : s.error;
+      const element = notice(message.status, label);
+      if (message.error?.detail) {
+        const detail = document.createElement("span");
+        detail.className = "notice-detail";
+        detail.textContent = message.error.detail;
+        element.append(" ", detail);
+      }
+      element.setAttribute("role", "alert");
+      return element;
+    }
+    return null;
+  }
+
+  messageActions(message) {
+    const s = this.strings;
+    const bar = document.createElement("div");
+    bar.className = "message-actions";
+    const siblings = message.siblings || [message.id];
+    if (siblings.length > 1) {
+      const index = siblings.indexOf(message.id);
+      const versions = document.createElement("div");
+      versions.className = "versions";
+      const previous = iconButton("left", s.previous_version, "version-previous");
+      previous.dataset.select = siblings[index - 1] ?? "";
+      previous.disabled = index <= 0;
+      const label = document.createElement("span");
+      label.className = "version-label";
+      label.textContent = `${index + 1}/${siblings.length}`;
+      label.setAttribute("aria-label", format(s.version, { index: index + 1, count: siblings.length }));
+      const next = iconButton("right", s.next_version, "version-next");
+      next.dataset.select = siblings[index + 1] ?? "";
+      next.disabled = index >= siblings.length - 1;
+      versions.append(previous, label, next);
+      bar.append(versions);
+    }
+    if (isLive(message)) return bar;
+    if (textOf(message).trim()) {
+      bar.append(iconButton("copy", s.copy, "copy-message"));
+    }
+    if (message.role === "assistant") {
+      const failed = message.status === "error" || message.status === "interrupted";
+      const button = iconButton("regenerate", failed ? s.retry : s.regenerate, "regenerate");
+      if (failed) {
+        button.classList.add("retry");
+        button.append(document.createTextNode(s.retry));
+      }
+      bar.append(button);
+    }
+    return bar;
+  }
+
+  onClick(event) {
+    const button = event.target.closest("button");
+    if (!button || !this.log.contains(button)) return;
+    const article = button.closest(".message");
+    const id = Number(article?.dataset.id);
+    if (button.dataset.select) {
+      this.actions.select(Number(button.dataset.select));
+    } else if (button.classList.contains("regenerate")) {
+      this.actions.regenerate(id);
+    } else if (button.classList.contains("copy-message")) {
+      const message = this.messages.find((m) => m.id === id);
+      if (message) copyText(button, textOf(message), this.strings);
+    } else if (button.classList.contains("code-copy")) {
+      const code = button.closest(".code-block")?.querySelector("code");
+      if (code) copyText(button, code.textContent, this.strings);
+    }
+  }
+}
+
+function appendPart(message, type, text) {
+  const last = message.parts.at(-1);
+  if (last && last.type === type) {
+    message.parts[message.parts.length - 1] = { ...last, text: (last.text || "") + text };
+  } else {
+    message.parts.push({ type, text });
+  }
+}
+
+function details(summaryText, content, className) {
+  const element = document.createElement("details");
+  element.className = className;
+  const summary = document.createElement("summary");
+  summary.textContent = summaryText;
+  const pre = document.createElement("pre");
+  pre.textContent = content || "";
+  element.append(summary, pre);
+  return element;
+}
+
+function notice(kind, text) {
+  const element = document.createElement("p");
+  element.className = `notice notice-${kind}`;
+  const label = document.createElement("span");
+  label.className = "notice-label";
+  label.textContent = text;
+  element.append(label);
+  return element;
+}
+
+async function copyText(button, text, strings) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    return;
+  }
+  const label = button.getAttribute("aria-label");
+  button.setAttribute("aria-label", strings.copied);
+  button.classList.add("copied");
+  const original = [...button.childNodes];
+  if (button.classList.contains("code-copy")) button.textContent = strings.copied;
+  else button.replaceChildren(icon("check"));
+  setTimeout(() => {
+    button.setAttribute("aria-label", label);
+    button.classList.remove("copied");
+    button.replaceChildren(...original);
+  }, 1500);
+}
