@@ -32,15 +32,6 @@ INVALID_PAGE_TEXT = "This link is no longer valid"
 
 
 @pytest.fixture(autouse=True)
-def unhashed_static_files(settings):
-    # The manifest storage needs collectstatic first; these tests are about the pages, not the files.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
-@pytest.fixture(autouse=True)
 def own_cache(settings):
     # Login counters must neither leak into other tests nor be cleared from a cache others share.
     settings.CACHES = {

@@ -5,13 +5,9 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import websockets
@@ -19,66 +15,28 @@ from django.conf import settings
 
 from conversations.models import Message, UsageRecord
 from tests.fixtures.chat import session_cookie
-from tests.fixtures.live import accepts_connections, database_env_for_child, free_port
+from tests.fixtures.live import RunningServer, chatsite_server
 from tests.websocket_client import offline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BASE_DIR = Path(__file__).resolve().parents[1]
-DAPHNE = Path(sys.executable).parent / "daphne"
 WORDS = " ".join(f"word{i}" for i in range(300))
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen, port: int, log) -> None:
-        self.process, self.port, self.log = process, port, log
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/chat/"
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @contextmanager
-def server(offline_upstream, **env: str) -> Iterator[Server]:
-    port = free_port()
-    environment = {
-        **os.environ,
-        **database_env_for_child(),
-        "OPENAI_BASE_URL": "",
-        "OFFLINE_UPSTREAM_URL": offline_upstream.base_url,
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "REPLY_LEASE_SECONDS": "2",
-        **env,
-    }
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-            cwd=BASE_DIR,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not accepts_connections(port):
-                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
-            yield Server(process, port, log)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            log.seek(0)
-            print(f"--- server on {port} ---\n{log.read()}")
+def server(offline_upstream) -> Iterator[RunningServer]:
+    # A short lease, so that the sweeper finds a killed process's reply within seconds.
+    with chatsite_server(offline_upstream, REPLY_LEASE_SECONDS="2") as running:
+        yield running
 
 
-async def connect(server: Server, cookie: bytes):
+def ws_url(server: RunningServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws/chat/"
+
+
+async def connect(server: RunningServer, cookie: bytes):
     socket = await websockets.connect(
-        server.ws_url, origin=server.origin, additional_headers={"Cookie": cookie.decode()}
+        ws_url(server), origin=server.url, additional_headers={"Cookie": cookie.decode()}
     )
     assert json.loads(await socket.recv())["type"] == "hello"
     return socket
@@ -92,7 +50,7 @@ async def receive_until(socket, type: str, **match) -> dict:
                 return event
 
 
-async def start_slow_reply(server: Server, cookie: bytes, conversation: str, deltas: int = 5) -> tuple:
+async def start_slow_reply(server: RunningServer, cookie: bytes, conversation: str, deltas: int = 5) -> tuple:
     socket = await connect(server, cookie)
     await socket.send(
         json.dumps({"type": "send", "conversation": conversation, "text": offline(reply=WORDS, pace_ms=40)})

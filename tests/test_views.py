@@ -18,15 +18,6 @@ from conversations.models import ChatModel, Conversation, Provider
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def plain_static_files(settings):
-    # The manifest storage needs collectstatic; page tests only need {% static %} to produce a URL.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def demo_model(db) -> ChatModel:
     provider = Provider.objects.create(name="Offline demo", base_url="http://127.0.0.1:9/v1", is_offline=True)
