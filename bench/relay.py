@@ -152,22 +152,23 @@ def setup_in_django(count: int) -> dict[str, Any]:
 
     register_environment_providers()
     model = ChatModel.objects.get(provider__is_environment=True, upstream_id="offline-chat")
-    user, _created = get_user_model().objects.get_or_create(username="bench")
-    user.set_unusable_password()
-    user.save()
-    session = import_module(settings.SESSION_ENGINE).SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    MemberSession.objects.create(user=user, session_key=session.session_key)
-    rows = Conversation.objects.bulk_create(
-        Conversation(owner=user, title=f"bench {index}", model=model) for index in range(count)
-    )
-    return {
-        "cookie": f"{settings.SESSION_COOKIE_NAME}={session.session_key}",
-        "conversations": [str(row.public_id) for row in rows],
-    }
+    # One member per stream, as in a team: a member's own events (the sidebar's) reach only their tabs.
+    engine = import_module(settings.SESSION_ENGINE)
+    cookies, conversations = [], []
+    for index in range(count):
+        user, _created = get_user_model().objects.get_or_create(username=f"bench{index}")
+        user.set_unusable_password()
+        user.save()
+        session = engine.SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        MemberSession.objects.create(user=user, session_key=session.session_key)
+        conversation = Conversation.objects.create(owner=user, title=f"bench {index}", model=model)
+        cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
+        conversations.append(str(conversation.public_id))
+    return {"cookies": dict(zip(conversations, cookies, strict=True)), "conversations": conversations}
 
 
 def serve_profiled(out: str, argv: list[str]) -> None:
@@ -362,7 +363,7 @@ class Run:
     upstream_pid: int
     ws_url: str
     origin: str
-    cookie: str
+    cookies: dict[str, str]
     upstream_url: str
     deltas: int
     pace_ms: float
@@ -413,7 +414,7 @@ async def chatsite_level(run: Run, conversations: list[str], level: int | None =
 
     async def opened(conversation: str) -> Any:
         async with gate:
-            return await open_socket(run.ws_url, run.origin, run.cookie, conversation)
+            return await open_socket(run.ws_url, run.origin, run.cookies[conversation], conversation)
 
     before = cpu_ms(run.chatsite_pid)
     sockets = await asyncio.gather(*(opened(c) for c in conversations))
@@ -678,7 +679,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 upstream_pid=upstream_process.pid,
                 ws_url=f"ws://127.0.0.1:{chatsite_port}/ws/chat/",
                 origin=f"http://127.0.0.1:{chatsite_port}",
-                cookie=prepared["cookie"],
+                cookies=prepared["cookies"],
                 upstream_url=upstream_url,
                 deltas=args.deltas,
                 pace_ms=args.pace_ms,

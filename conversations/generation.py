@@ -5,6 +5,9 @@ Per delta: the text kept in memory, the next seq, one group send; no database, n
 On timers: a checkpoint to the database every 2 s while text arrives (kill -9 loses at most that), a
 copy of every live reply to the cache every 250 ms (for other processes), lease renewal, the sweeper.
 At the end: one transaction saves the reply and finishes its usage record.
+
+Over 400 lines on purpose: the live replies, their timers and the requests from other processes share
+one in-memory registry, and read best together.
 """
 
 import asyncio
