@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -239,11 +240,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every handler, a hop to the database
-        # thread; forwarding touches no database, so deltas skip that queue.
+        # thread. Every query here goes through database_sync_to_async, which does that itself in
+        # the thread, so frames and deltas skip the extra hop; encoded events go straight out.
         if message["type"] in FORWARDED:
             await self.forward(message)
-        else:
-            await super().dispatch(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def forward(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["frame"])
