@@ -14,6 +14,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import translation
 from django.utils.translation import get_supported_language_variant
 from django.utils.translation import gettext as _
@@ -111,6 +112,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await handler(self, content, ref)
         except RefusedError as refused:
             await self.send_error(refused.code, refused.detail, ref)
+        except DatabaseError:
+            # A locked or unreachable database fails this request, not the socket.
+            logger.exception("a %s request failed in the database", content.get("type"))
+            await self.send_error("unavailable", _("The server is busy. Please try again."), ref)
 
     async def handle_subscribe(self, content: dict[str, Any], ref: str | None) -> None:
         conversation = await self.conversation_from(content)

@@ -159,9 +159,47 @@ async def _run(live: LiveReply) -> None:
         status = Message.Status.ERROR
         error = upstream.UpstreamError("internal", None, FAILED_ON_SERVER)
     ended = loop.time()
-    live.closed = True
+    live.closed = True  # from here on Stop and shutdown leave the reply alone: it is being saved
     live.wakeup.set()
-    await asyncio.shield(publisher)  # what was read is sent and kept, even after Stop
+    try:
+        await _finish(
+            live,
+            layer,
+            status,
+            finish_reason,
+            error,
+            reported,
+            timings={
+                "time_to_first_token_ms": round((first_token_at - started) * 1000)
+                if first_token_at
+                else None,
+                "duration_ms": round((ended - started) * 1000),
+            },
+            publisher=publisher,
+        )
+    finally:
+        # Also after a failed save: the lease then lapses and the sweeper takes the reply over.
+        _live.pop(message_id, None)
+
+
+async def _finish(
+    live: LiveReply,
+    layer: Any,
+    status: str,
+    finish_reason: str,
+    error: upstream.UpstreamError | None,
+    reported: dict[str, Any] | None,
+    timings: dict[str, Any],
+    publisher: asyncio.Task,
+) -> None:
+    """Send what was read, save the reply with its usage in one transaction, then announce the end."""
+    plan = live.plan
+    try:
+        await asyncio.shield(publisher)  # what was read is sent and kept, even after Stop
+    except Exception:
+        logger.exception("reply %s: the last deltas could not be sent", plan.reply.pk)
+        live.content += live.unsent_content
+        live.reasoning += live.unsent_reasoning
     tokens = (
         usage.Tokens.from_upstream(reported)
         if reported
@@ -169,28 +207,22 @@ async def _run(live: LiveReply) -> None:
             plan.model, plan.prompt_chars, sum(map(len, live.content)) + sum(map(len, live.reasoning))
         )
     )
-    timings = {
-        "time_to_first_token_ms": round((first_token_at - started) * 1000) if first_token_at else None,
-        "duration_ms": round((ended - started) * 1000),
-    }
-    # Shielded: a second cancel (Stop, then shutdown) must not lose the final save.
     save = _keep(
-        loop.create_task(
+        asyncio.get_running_loop().create_task(
             database_sync_to_async(_save_final)(live, status, finish_reason, error, tokens, timings)
         )
     )
     await asyncio.shield(save)
-    _live.pop(message_id, None)
     done = events.envelope(
         "reply.done",
         conversation=live.conversation,
-        message=message_id,
+        message=plan.reply.pk,
         seq=live.seq,
         data=events.message_data(plan.reply, plan.siblings, live.seq),
         usage=tokens.as_dict(),
     )
     await layer.group_send(live.group, events.frame(done))
-    logger.info("reply %s %s request %s", message_id, status, plan.record.request_id)
+    logger.info("reply %s %s request %s", plan.reply.pk, status, plan.record.request_id)
 
 
 async def _publish(live: LiveReply, layer: Any) -> None:
@@ -313,7 +345,8 @@ async def stop(message_id: int) -> None:
 
 
 def _cancel(live: LiveReply, reason: str) -> None:
-    if live.task is not None and not live.stop_reason:
+    # Once the upstream is done (closed) the reply is being saved: a cancel then would lose it.
+    if live.task is not None and not live.stop_reason and not live.closed:
         live.stop_reason = reason
         live.task.cancel()
 
@@ -370,7 +403,8 @@ async def _maintain() -> None:
                 if tick % renew_every == 0 and _live:
                     await database_sync_to_async(_renew_leases)(list(_live))
                 if tick % sweep_every == 0:
-                    await database_sync_to_async(sweep)()
+                    for group, done in await database_sync_to_async(sweep)():
+                        await events.publish(group, done)
                 if tick % REJOIN_EVERY_TICKS == 0:
                     await layer.group_add(GENERATIONS_GROUP, channel)
             except Exception:
@@ -381,7 +415,10 @@ async def _maintain() -> None:
 
 
 async def _copy_live_replies() -> None:
-    """One cache write for all replies that changed since the last copy (at most every 250 ms)."""
+    """One cache write for all replies that changed since the last copy (at most every 250 ms), for
+    other processes; with the in-memory layer there are none."""
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        return
     changed = {
         f"{CACHE_PREFIX}{message_id}": live.state()
         for message_id, live in _live.items()
@@ -389,21 +426,30 @@ async def _copy_live_replies() -> None:
     }
     if not changed:
         return
-    for live in _live.values():
-        live.copied_seq = live.seq
+    copied = {message_id: live.seq for message_id, live in _live.items()}
     await cache.aset_many(changed, timeout=60)
+    for message_id, seq in copied.items():
+        if message_id in _live:
+            _live[message_id].copied_seq = seq
 
 
 async def _listen(layer: Any, channel: str) -> None:
     while True:
-        request = await layer.receive(channel)
-        live = _live.get(request.get("message"))
-        if live is None:
-            continue
-        if request["type"] == "generation.stop":
-            _cancel(live, "stopped")
-        elif request["type"] == "generation.state":
-            await layer.send(request["reply_to"], {"type": "generation.state", "state": live.state()})
+        try:
+            request = await layer.receive(channel)
+            live = _live.get(request.get("message"))
+            if live is None:
+                continue
+            if request["type"] == "generation.stop":
+                _cancel(live, "stopped")
+            elif request["type"] == "generation.state":
+                await layer.send(request["reply_to"], {"type": "generation.state", "state": live.state()})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A full reply channel or a Redis hiccup must not stop this process hearing Stop.
+            logger.exception("a request from another process failed; listening on")
+            await asyncio.sleep(COPY_SECONDS)
 
 
 def _renew_leases(message_ids: list[int]) -> None:
@@ -412,28 +458,50 @@ def _renew_leases(message_ids: list[int]) -> None:
     )
 
 
-def sweep() -> int:
-    """Mark replies whose process died (lease lapsed) interrupted, keeping their checkpointed text."""
+def sweep() -> list[tuple[str, dict[str, Any]]]:
+    """Mark replies whose process died (lease lapsed) interrupted, keeping their checkpointed text;
+    return the reply.done events that tell open tabs."""
     now = timezone.now()
     lapsed = list(
-        Message.objects.filter(status__in=Message.LIVE_STATUSES, lease_expires_at__lt=now).values_list(
-            "pk", flat=True
-        )
+        Message.objects.filter(status__in=Message.LIVE_STATUSES, lease_expires_at__lt=now)
+        .exclude(pk__in=list(_live))  # written here and alive, only late renewing its lease
+        .select_related("conversation")
     )
     if not lapsed:
-        return 0
+        return []
     with transaction.atomic():
-        count = Message.objects.filter(pk__in=lapsed, status__in=Message.LIVE_STATUSES).update(
+        Message.objects.filter(pk__in=[m.pk for m in lapsed], status__in=Message.LIVE_STATUSES).update(
             status=Message.Status.INTERRUPTED,
             error_code="interrupted",
             error_detail=INTERRUPTED,
             lease_expires_at=None,
         )
-        UsageRecord.objects.filter(message_id__in=lapsed, status=UsageRecord.Status.STARTED).update(
+        UsageRecord.objects.filter(message__in=lapsed, status=UsageRecord.Status.STARTED).update(
             status=UsageRecord.Status.INTERRUPTED, estimated=True, finished_at=now
         )
-    logger.warning("marked %s lapsed replies interrupted", count)
-    return count
+    logger.warning("marked %s lapsed replies interrupted", len(lapsed))
+    announcements = []
+    for message in lapsed:
+        message.status, message.error_code, message.error_detail = (
+            Message.Status.INTERRUPTED,
+            "interrupted",
+            INTERRUPTED,
+        )
+        conversation = message.conversation
+        siblings = list(
+            Message.objects.filter(conversation=conversation, parent_id=message.parent_id).values_list(
+                "pk", flat=True
+            )
+        )
+        done = events.envelope(
+            "reply.done",
+            conversation=str(conversation.public_id),
+            message=message.pk,
+            seq=message.stream_seq,
+            data=events.message_data(message, siblings, message.stream_seq),
+        )
+        announcements.append((events.conversation_group(conversation.public_id.hex), done))
+    return announcements
 
 
 async def shutdown() -> None:

@@ -156,6 +156,9 @@ def do_send_message(
     parent_id = (
         _message_of(conversation, parent_id).pk if parent_id is not None else conversation.current_leaf_id
     )
+    if parent_id and Message.objects.filter(pk=parent_id, status__in=Message.LIVE_STATUSES).exists():
+        # A prompt must answer a finished reply: the upstream would see half of one otherwise.
+        raise RefusedError("busy", _("Wait for the reply to finish, or stop it, before sending."))
     prompt = Message(conversation=conversation, parent_id=parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()

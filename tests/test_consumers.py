@@ -230,3 +230,20 @@ async def test_the_socket_closes_when_the_session_ends(bob, bob_cookie, monkeypa
     output = await socket.communicator.receive_output(timeout=5)
     assert output == {"type": "websocket.close", "code": consumers.CLOSE_UNAUTHENTICATED}
     await asyncio.sleep(0)
+
+
+async def test_it_refuses_a_prompt_under_a_reply_still_being_written(bob_cookie, bob_conversation):
+    socket = await open_socket(bob_cookie)
+    conversation = str(bob_conversation.public_id)
+    await socket.send(type="send", conversation=conversation, text=offline(words=200, pace_ms=20))
+    await socket.until("reply.delta", seq=2)
+    await socket.send(type="send", conversation=conversation, text="And another thing", ref="second")
+    error = await socket.until("error")
+    assert error["code"] == "busy" and error["ref"] == "second"
+    reply = max(socket.last_seq)
+    await socket.send(type="stop", conversation=conversation, message=reply)
+    await socket.until("reply.done")
+    await socket.send(type="send", conversation=conversation, text=offline(reply="fine now"))
+    done = await socket.until("reply.done", message=reply + 2)
+    await socket.close()
+    assert done["data"]["status"] == "complete" and socket.texts[done["message"]] == "fine now"

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conversations import generation, messaging
+from conversations import events, generation, messaging
 from conversations.models import Message, UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,9 +81,12 @@ def test_the_sweeper_marks_lapsed_replies_interrupted_and_keeps_their_text(bob, 
     Message.objects.filter(pk=plan.reply.pk).update(
         status="streaming", text="half a", parts=[{"type": "text", "text": "half a"}]
     )
-    assert generation.sweep() == 0  # the lease has not lapsed
+    assert generation.sweep() == []  # the lease has not lapsed
     Message.objects.filter(pk=plan.reply.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert generation.sweep() == 1
+    [(group, done)] = generation.sweep()
+    assert group == events.conversation_group(bob_conversation.public_id.hex)  # open tabs are told
+    assert done["type"] == "reply.done" and done["message"] == plan.reply.pk
+    assert done["data"]["status"] == "interrupted" and done["data"]["parts"][-1]["text"] == "half a"
     reply = Message.objects.get(pk=plan.reply.pk)
     assert reply.status == "interrupted" and reply.text == "half a" and reply.error_code == "interrupted"
     assert UsageRecord.objects.get(message=reply).status == "interrupted"

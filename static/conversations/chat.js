@@ -173,7 +173,8 @@ const handlers = {
   },
 
   "reply.delta"(message) {
-    if (!isShown(message)) return;
+    // A reply on another branch (a version not shown) streams too: its deltas are not for this view.
+    if (!isShown(message) || !thread.has(message.message)) return;
     const verdict = sequencer.accept(message.message, message.seq);
     if (verdict === "apply") {
       if (!thread.appendDelta(message.message, message.content, message.reasoning)) requestResync();

@@ -9,8 +9,11 @@ import { format } from "./dom.js";
 const markdown = new Marked({ gfm: true, breaks: false, async: false });
 
 const PURIFY_CONFIG = {
-  FORBID_TAGS: ["style", "form"],
+  // No controls and no data attributes from the model: the page's own buttons (regenerate, versions)
+  // act on clicks, and a look-alike in a reply must not be one of them.
+  FORBID_TAGS: ["style", "form", "button", "input", "textarea", "select", "option"],
   FORBID_ATTR: ["style"],
+  ALLOW_DATA_ATTR: false,
   RETURN_DOM_FRAGMENT: true,
 };
 
@@ -23,15 +26,9 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 });
 
 function isAllowedImage(src) {
-  if (src.startsWith("data:image/") || src.startsWith("blob:")) return true;
-  // Same origin, named from the root: a bare relative name ("x") would resolve against the page's
-  // own address and can only be a mistake or a probe.
-  if (src.startsWith("/") && !src.startsWith("//")) return true;
-  try {
-    return new URL(src).origin === window.location.origin;
-  } catch {
-    return false;
-  }
+  // Inline images only: an address, even on this site, would make the reader's browser send a
+  // request the model chose, with the reader's cookies.
+  return src.startsWith("data:image/") || src.startsWith("blob:");
 }
 
 /**
