@@ -203,7 +203,8 @@ def test_hostile_model_output_is_shown_but_never_run(open_chat):
     chat = open_chat()
     hostile = (
         "<img src=x onerror=alert(1)><script>alert(2)</script>**bold** "
-        "![tracker](https://tracker.example/pixel.png) [a link](https://example.com/)"
+        "![tracker](https://tracker.example/pixel.png) [a link](https://example.com/) "
+        '<button class="regenerate" data-select="1">Click me</button> ![same site](/logout/)'
     )
     chat.send(offline(reply=hostile))
 
@@ -211,8 +212,11 @@ def test_hostile_model_output_is_shown_but_never_run(open_chat):
     expect(reply.locator("strong")).to_have_text("bold")
     expect(reply.locator("script")).to_have_count(0)
     expect(reply.locator("[onerror]")).to_have_count(0)
-    expect(reply.locator('img[src^="https:"]')).to_have_count(0)
-    expect(reply.locator(".blocked-image")).to_have_text(["[image not shown]", "[image not shown: tracker]"])
+    expect(reply.locator("img")).to_have_count(0)  # not outside images, nor requests to this site
+    expect(reply.locator("button, [data-select]")).to_have_count(0)  # no look-alike of the page's controls
+    expect(reply.locator(".blocked-image")).to_have_text(
+        ["[image not shown]", "[image not shown: tracker]", "[image not shown: same site]"]
+    )
     link = reply.get_by_role("link", name="a link")
     expect(link).to_have_attribute("target", "_blank")
     expect(link).to_have_attribute("rel", "noopener noreferrer")
