@@ -444,9 +444,10 @@ async def _listen(layer: Any, channel: str) -> None:
                 _cancel(live, "stopped")
             elif request["type"] == "generation.state":
                 await layer.send(request["reply_to"], {"type": "generation.state", "state": live.state()})
-        except asyncio.CancelledError:
-            raise
         except Exception:
+            # Being cancelled can surface as another error from inside the layer: then stop.
+            if asyncio.current_task().cancelling():
+                raise
             # A full reply channel or a Redis hiccup must not stop this process hearing Stop.
             logger.exception("a request from another process failed; listening on")
             await asyncio.sleep(COPY_SECONDS)

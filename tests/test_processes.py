@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import pytest
 import websockets
 from django.conf import settings
+from django.db import connection
 
 from conversations.models import Message, UsageRecord
 from tests.fixtures.chat import session_cookie
@@ -61,6 +62,15 @@ async def start_slow_reply(server: RunningServer, cookie: bytes, conversation: s
     return socket, reply["message"]
 
 
+def wait_until_interrupted(reply_id: int) -> None:
+    """In a worker thread, whose database connection is closed after: PostgreSQL cannot drop the test
+    database while a connection is open."""
+    try:
+        wait_for(lambda: Message.objects.get(pk=reply_id).status == "interrupted")
+    finally:
+        connection.close()
+
+
 def wait_for(condition, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -86,9 +96,7 @@ def test_kill_9_leaves_an_interrupted_reply_with_its_text_and_retry_works(
 
         async def reopen_and_retry() -> dict:
             socket = await connect(second, cookie)  # a socket starts the sweeper of this process
-            await asyncio.to_thread(
-                wait_for, lambda: Message.objects.get(pk=reply_id).status == "interrupted"
-            )
+            await asyncio.to_thread(wait_until_interrupted, reply_id)
             await socket.send(json.dumps({"type": "subscribe", "conversation": conversation}))
             snapshot = await receive_until(socket, "snapshot")
             await socket.send(
