@@ -1,6 +1,10 @@
 """Fixtures live in tests/fixtures/, one module per area."""
 
+import asyncio
+
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 pytest_plugins = [
     "tests.fixtures.users",
@@ -19,3 +23,12 @@ def plain_static_files(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def close_worker_connections(django_db_setup, django_db_blocker):
+    """database_sync_to_async runs on one shared worker thread whose connection outlives the tests;
+    PostgreSQL cannot drop the test database while it is open, so it is closed first."""
+    yield
+    with django_db_blocker.unblock():
+        asyncio.run(sync_to_async(connections.close_all)())
