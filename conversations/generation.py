@@ -370,10 +370,6 @@ async def live_state(message_id: int) -> dict[str, Any] | None:
         return await cache.aget(f"{CACHE_PREFIX}{message_id}")
 
 
-def is_live_here(message_id: int) -> bool:
-    return message_id in _live
-
-
 # --- The process's maintenance: copies, leases, the sweeper, requests from other processes --------
 
 

@@ -18,12 +18,6 @@ SECRET_KEY = "sk-test-SECRET1234"
 
 
 @pytest.fixture
-def static_root(settings, collected_static):
-    """Admin pages need the collected, hashed static files, as in production."""
-    settings.STATIC_ROOT = collected_static
-
-
-@pytest.fixture
 def offline_settings(settings, offline_upstream):
     settings.OPENAI_BASE_URL = ""
     settings.OFFLINE_UPSTREAM_URL = offline_upstream.base_url
@@ -241,7 +235,7 @@ def test_usable_by_respects_allowed_groups(bob, charlie):
 
 
 @pytest.mark.django_db
-def test_the_admin_never_shows_the_api_key(client_alice, static_root, offline_upstream):
+def test_the_admin_never_shows_the_api_key(client_alice, offline_upstream):
     added = client_alice.post(
         "/admin/conversations/provider/add/",
         {
@@ -297,9 +291,7 @@ def test_the_admin_can_remove_a_stored_key(client_alice, provider):
 
 
 @pytest.mark.django_db
-def test_the_admin_tests_a_connection_and_discovers_models(
-    client_alice, static_root, provider, offline_upstream
-):
+def test_the_admin_tests_a_connection_and_discovers_models(client_alice, provider, offline_upstream):
     count = len(served_models(offline_upstream))
     changelist = "/admin/conversations/provider/"
 
@@ -316,7 +308,7 @@ def test_the_admin_tests_a_connection_and_discovers_models(
 
 
 @pytest.mark.django_db
-def test_the_admin_lists_models_and_their_groups(client_alice, static_root, provider):
+def test_the_admin_lists_models_and_their_groups(client_alice, provider):
     registry.discover_models(provider)
     model = provider.models.first()
 
@@ -330,7 +322,7 @@ def test_the_admin_lists_models_and_their_groups(client_alice, static_root, prov
 
 
 @pytest.mark.django_db
-def test_the_admin_shows_usage_read_only(client_alice, static_root, alice):
+def test_the_admin_shows_usage_read_only(client_alice, alice):
     record = UsageRecord.objects.create(user=alice, model_name="offline-chat", prompt_tokens=12)
 
     listed = client_alice.get("/admin/conversations/usagerecord/")
@@ -345,7 +337,7 @@ def test_the_admin_shows_usage_read_only(client_alice, static_root, alice):
 
 
 @pytest.mark.django_db
-def test_the_admin_lists_conversations_without_what_was_written(client_alice, static_root, bob):
+def test_the_admin_lists_conversations_without_what_was_written(client_alice, bob):
     conversation = Conversation.objects.create(owner=bob, title="Trip plans", system_prompt="PRIVATE-PROMPT")
     conversation.messages.create(
         role="user", parts=[{"type": "text", "text": "PRIVATE-TEXT"}], text="PRIVATE-TEXT"

@@ -162,15 +162,9 @@ def directives(response: HttpResponse) -> dict[str, list[str]]:
     return {part[0]: part[1:] for part in parts}
 
 
-@pytest.fixture
-def static_root(settings, collected_static):
-    """Pages need the collected, hashed static files, as in production."""
-    settings.STATIC_ROOT = collected_static
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("url", ["/admin/login/", "/login/"])
-def test_it_sends_a_strict_policy_with_every_page(client, static_root, url):
+def test_it_sends_a_strict_policy_with_every_page(client, url):
     response = client.get(url)
 
     assert response.status_code == 200
