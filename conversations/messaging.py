@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from conversations import context, events, usage
+from conversations import catalog, context, events, usage
 from conversations.models import ChatModel, Conversation, Message, Profile, UsageRecord
 
 MAX_TEXT_CHARS = 32_000
@@ -57,28 +57,34 @@ class ReplyPlan:
 def _model_for(user: Any, conversation: Conversation) -> ChatModel:
     """The conversation's model if the member may use it; for a conversation without one, their
     default model, else the first they may use."""
-    usable = ChatModel.objects.usable_by(user).select_related("provider")
     if conversation.model_id:
-        model = usable.filter(pk=conversation.model_id).first()
+        model = catalog.usable_model(user, conversation.model_id)
     else:
         default_id = Profile.objects.filter(user=user).values_list("default_model_id", flat=True).first()
-        model = (default_id and usable.filter(pk=default_id).first()) or usable.order_by("pk").first()
+        model = catalog.usable_model(user, default_id) or min(
+            catalog.usable_models(user), key=lambda usable: usable.pk, default=None
+        )
     if model is None:
         raise RefusedError("unknown_model", _("This conversation's model is not available to you."))
     return model
 
 
-def _message_of(conversation: Conversation, message_id: Any, role: str | None = None) -> Message:
+def _message_of(tree: "Tree", message_id: Any, role: str | None = None) -> Message:
     if not isinstance(message_id, int):
         raise RefusedError("bad_request", _("A message id is required."))
-    message = conversation.messages.filter(pk=message_id).first()
+    message = tree.by_id.get(message_id)
     if message is None or (role and message.role != role):
         raise RefusedError("not_found", _("No such message in this conversation."))
     return message
 
 
 def _add_reply(
-    user: Any, conversation: Conversation, prompt: Message, created: list[Message], outbox: list
+    user: Any,
+    conversation: Conversation,
+    tree: "Tree",
+    prompt: Message,
+    created: list[Message],
+    outbox: list,
 ) -> ReplyPlan:
     model = _model_for(user, conversation)
     reply = Message.objects.create(
@@ -90,6 +96,8 @@ def _add_reply(
         lease_expires_at=timezone.now() + lease(),
     )
     created.append(reply)
+    for message in created:
+        tree.add(message)
     conversation.current_leaf = reply
     conversation.model = model
     conversation.updated_at = timezone.now()
@@ -101,7 +109,6 @@ def _add_reply(
         conversation=conversation,
         message=reply,
     )
-    tree = Tree(conversation.messages.order_by("pk"))
     payload, prompt_chars = context.build_request(conversation, tree.path(prompt.pk), model)
     hex_id = conversation.public_id.hex
     for message in created:
@@ -151,18 +158,22 @@ def do_send_message(
             model_id=model_id if isinstance(model_id, int) else None,
         )
         outbox.append(events.conversation_announcement("created", conversation))
+        tree = Tree([])
     else:
         conversation = conversation_for_update(user, public_id)
-    parent_id = (
-        _message_of(conversation, parent_id).pk if parent_id is not None else conversation.current_leaf_id
+        tree = Tree.of(conversation)
+    parent = (
+        _message_of(tree, parent_id)
+        if parent_id is not None
+        else tree.by_id.get(conversation.current_leaf_id)
     )
-    if parent_id and Message.objects.filter(pk=parent_id, status__in=Message.LIVE_STATUSES).exists():
+    if parent is not None and parent.status in Message.LIVE_STATUSES:
         # A prompt must answer a finished reply: the upstream would see half of one otherwise.
         raise RefusedError("busy", _("Wait for the reply to finish, or stop it, before sending."))
-    prompt = Message(conversation=conversation, parent_id=parent_id, role=Message.Role.USER)
+    prompt = Message(conversation=conversation, parent=parent, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    plan = _add_reply(user, conversation, prompt, [prompt], outbox)
+    plan = _add_reply(user, conversation, tree, prompt, [prompt], outbox)
     if public_id is not None:  # other tabs move it to the top of their sidebar
         outbox.append(events.conversation_announcement("updated", conversation))
     return plan
@@ -172,10 +183,12 @@ def do_send_message(
 def do_regenerate(user: Any, public_id: str, message_id: Any) -> ReplyPlan:
     """A new reply beside an existing one; the old one stays as a version."""
     conversation = conversation_for_update(user, public_id)
-    old_reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
-    if old_reply.parent is None:
+    tree = Tree.of(conversation)
+    old_reply = _message_of(tree, message_id, Message.Role.ASSISTANT)
+    prompt = tree.by_id.get(old_reply.parent_id)
+    if prompt is None:
         raise RefusedError("bad_request", _("This reply has no prompt to answer."))
-    return _add_reply(user, conversation, old_reply.parent, [], [])
+    return _add_reply(user, conversation, tree, prompt, [], [])
 
 
 @transaction.atomic
@@ -183,19 +196,20 @@ def do_edit(user: Any, public_id: str, message_id: Any, text: Any) -> ReplyPlan:
     """A new user message beside an earlier one: a new branch."""
     text = _clean_text(text)
     conversation = conversation_for_update(user, public_id)
-    original = _message_of(conversation, message_id, Message.Role.USER)
+    tree = Tree.of(conversation)
+    original = _message_of(tree, message_id, Message.Role.USER)
     prompt = Message(conversation=conversation, parent_id=original.parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    return _add_reply(user, conversation, prompt, [prompt], [])
+    return _add_reply(user, conversation, tree, prompt, [prompt], [])
 
 
 @transaction.atomic
 def do_select(user: Any, public_id: str, message_id: Any) -> Conversation:
     """Select the branch through a message: follow its newest children down to a leaf."""
     conversation = conversation_for_update(user, public_id)
-    message = _message_of(conversation, message_id)
-    tree = Tree(conversation.messages.only("pk", "parent_id"))
+    tree = Tree(conversation.messages.only("pk", "parent_id", "role"))
+    message = _message_of(tree, message_id)
     leaf_id = tree.newest_leaf_under(message.pk)
     conversation.current_leaf_id = leaf_id
     conversation.save(update_fields=["current_leaf"])
@@ -221,7 +235,7 @@ def conversation_for_update(user: Any, public_id: Any) -> Conversation:
 def load_snapshot(conversation: Conversation) -> dict[str, Any]:
     """The selected path with each message's siblings, from the database (one query for the messages)."""
     conversation.refresh_from_db(fields=["title", "pinned", "current_leaf", "model", "updated_at"])
-    tree = Tree(conversation.messages.order_by("pk"))
+    tree = Tree.of(conversation)
     return {
         **events.conversation_summary(conversation),
         "model": conversation.model_id,
@@ -241,8 +255,15 @@ class Tree:
         self.by_id: dict[int, Message] = {}
         self.children: dict[int | None, list[int]] = {}
         for message in messages:
-            self.by_id[message.pk] = message
-            self.children.setdefault(message.parent_id, []).append(message.pk)
+            self.add(message)
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> "Tree":
+        return cls(conversation.messages.order_by("pk"))
+
+    def add(self, message: Message) -> None:
+        self.by_id[message.pk] = message
+        self.children.setdefault(message.parent_id, []).append(message.pk)
 
     def siblings(self, message: Message) -> list[int]:
         return self.children.get(message.parent_id, [message.pk])

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from conversations import offline_upstream, upstream
+from conversations import catalog, offline_upstream, upstream
 from conversations.models import ChatModel, Provider
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def register_environment_providers() -> None:
         )
         # The offline upstream is only served when OPENAI_BASE_URL is unset.
         Provider.objects.filter(is_offline=True).update(enabled=False)
+        catalog.changed()  # update() sends no signal
         try:
             discover_models(provider)
         except (upstream.UpstreamError, InvalidToken) as error:

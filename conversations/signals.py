@@ -1,14 +1,16 @@
-"""Receivers that keep derived state in step: member sessions, profiles, stored files."""
+"""Receivers that keep derived state in step: member sessions, profiles, stored files, the model
+catalog."""
 
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from conversations.models import Attachment, MemberSession, Profile
+from conversations import catalog
+from conversations.models import Attachment, ChatModel, MemberSession, Profile, Provider
 
 User = get_user_model()
 
@@ -38,3 +40,9 @@ def end_sessions_of_inactive_member(sender: Any, instance: Any, **kwargs: Any) -
 @receiver(post_delete, sender=Attachment)
 def delete_attachment_file(sender: Any, instance: Attachment, **kwargs: Any) -> None:
     instance.file.delete(save=False)
+
+
+for model in (ChatModel, Provider):
+    post_save.connect(catalog.changed, sender=model, dispatch_uid=f"catalog-save-{model.__name__}")
+    post_delete.connect(catalog.changed, sender=model, dispatch_uid=f"catalog-delete-{model.__name__}")
+m2m_changed.connect(catalog.changed, sender=ChatModel.allowed_groups.through, dispatch_uid="catalog-groups")

@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods
 
-from conversations import events
+from conversations import catalog, events
 from conversations.models import ChatModel, Conversation
 
 PAGE_SIZE = 50
@@ -81,7 +81,7 @@ def conversation(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
 
 def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpResponse:
     conversations, next_cursor = sidebar_page(request.user)
-    models = list(ChatModel.objects.usable_by(request.user).select_related("provider"))
+    models = catalog.usable_models(request.user)
     page_data = {
         "selected": str(selected.public_id) if selected else None,
         "conversations": [events.conversation_summary(c) for c in conversations],
@@ -299,7 +299,7 @@ def _clean_changes(request: HttpRequest) -> dict[str, Any]:
 
 
 def _usable_model(request: HttpRequest, model_id: int) -> ChatModel:
-    model = ChatModel.objects.usable_by(request.user).filter(pk=model_id).first()
+    model = catalog.usable_model(request.user, model_id)
     if model is None:
         raise BadRequest("unknown_model", _("That model is not available to you."))
     return model

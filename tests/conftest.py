@@ -6,6 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from conversations import catalog
+
 pytest_plugins = [
     "tests.fixtures.users",
     "tests.fixtures.offline",
@@ -23,6 +25,13 @@ def plain_static_files(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def fresh_model_catalog():
+    """The test database is emptied between tests without signals: the catalog must not keep the
+    models of an earlier test."""
+    catalog.changed()
 
 
 @pytest.fixture(autouse=True, scope="session")
