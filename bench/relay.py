@@ -37,8 +37,10 @@ from urllib.parse import urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DAPHNE = str(Path(PYTHON).parent / "daphne")
-# Replies of one delta each, sent at once: the server CPU a request costs apart from its deltas.
+# Short replies sent at once: the server CPU a request costs apart from its deltas.
 REQUEST_STREAMS = 50
+REQUESTS_PATH = "requests"
+REQUEST_PAUSE_MS = 1000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_TIMEOUT = 60.0
 OPEN_AT_ONCE = 25  # handshakes in flight; a browser crowd arrives spread out, not in one instant
@@ -255,8 +257,11 @@ class Stream:
         return self.status == "complete" and self.gaps == 0 and len(self.latencies) == deltas
 
 
-def directive(deltas: int, pace_ms: float) -> str:
-    return "!offline " + json.dumps({"timestamps": deltas, "pace_ms": pace_ms})
+def directive(run: "Run") -> str:
+    options: dict[str, Any] = {"timestamps": run.deltas, "pace_ms": run.pace_ms}
+    if run.pause_after_first_ms:
+        options |= {"stall_after": 1, "stall_ms": run.pause_after_first_ms}
+    return "!offline " + json.dumps(options)
 
 
 async def open_socket(url: str, origin: str, cookie: str, conversation: str) -> Any:
@@ -372,6 +377,7 @@ class Run:
     pace_ms: float
     timeout: float
     profile: str = ""  # where a profiled chatsite writes its profiles
+    pause_after_first_ms: float = 0  # the upstream's pause after the first delta
 
 
 @dataclass
@@ -382,6 +388,8 @@ class Measured:
     upstream_ms: float
     client_ms: float
     connect_server_ms: float | None = None
+    # The server's CPU from the sends until every stream had its first delta (or failed).
+    first_token_server_ms: float | None = None
 
 
 async def measure(run: Run, starts: list[StreamStart], profile_level: int | None = None) -> Measured:
@@ -396,6 +404,7 @@ async def measure(run: Run, starts: list[StreamStart], profile_level: int | None
     server_before, upstream_before = cpu_ms(run.chatsite_pid), cpu_ms(run.upstream_pid)
     client_before, wall_before = time.process_time(), time.monotonic()
     go.set()
+    first_tokens = asyncio.create_task(cpu_at_first_tokens(run.chatsite_pid, streams, tasks))
     _done, pending = await asyncio.wait(tasks, timeout=run.timeout)
     wall = time.monotonic() - wall_before
     client = (time.process_time() - client_before) * 1000
@@ -408,11 +417,25 @@ async def measure(run: Run, starts: list[StreamStart], profile_level: int | None
             task.cancel()
             stream.error = stream.error or "timed out"
     await asyncio.gather(*pending, return_exceptions=True)
-    return Measured(streams, wall, server, upstream_cpu, client)
+    first_tokens.cancel()
+    first_token_cpu = None
+    with contextlib.suppress(asyncio.CancelledError):
+        first_token_cpu = await first_tokens
+    if first_token_cpu is not None:
+        first_token_cpu -= server_before
+    return Measured(streams, wall, server, upstream_cpu, client, first_token_server_ms=first_token_cpu)
+
+
+async def cpu_at_first_tokens(pid: int, streams: list[Stream], tasks: list[asyncio.Task]) -> float:
+    """The server's CPU total once every stream has its first delta: what requests cost before any
+    reply is seen (some early streams' later deltas are in it too, so it errs high)."""
+    while not all(stream.first_at or task.done() for stream, task in zip(streams, tasks, strict=True)):
+        await asyncio.sleep(0.001)
+    return cpu_ms(pid)
 
 
 async def chatsite_level(run: Run, conversations: list[str], level: int | None = None) -> Measured:
-    text = directive(run.deltas, run.pace_ms)
+    text = directive(run)
     gate = asyncio.Semaphore(OPEN_AT_ONCE)
 
     async def opened(conversation: str) -> Any:
@@ -435,7 +458,7 @@ async def chatsite_level(run: Run, conversations: list[str], level: int | None =
 
 
 async def floor_level(run: Run, count: int) -> Measured:
-    text = directive(run.deltas, run.pace_ms)
+    text = directive(run)
     measured = await measure(run, [partial(floor_stream, run.upstream_url, text)] * count)
     measured.server_ms = None  # chatsite is idle meanwhile
     return measured
@@ -466,10 +489,11 @@ async def run_levels(run: Run, conversations: list[str], levels: list[int]) -> l
                 site[f"added_{name}"] = site[name] - floor[name]
         rows += [site, floor]
         print(f"level {level}: done", file=sys.stderr, flush=True)
-    # What a request costs apart from its deltas: replies of one delta, all at once.
-    one_delta = replace(run, deltas=1, pace_ms=0)
+    # What a request costs apart from its deltas: replies of two deltas, all at once. The upstream
+    # pauses after the first, so that no reply is finishing while others still wait for theirs.
+    short = replace(run, deltas=2, pace_ms=0, pause_after_first_ms=REQUEST_PAUSE_MS)
     requests = conversations[offset : offset + REQUEST_STREAMS]
-    rows.append(summarize(REQUEST_STREAMS, "1-delta replies", await chatsite_level(one_delta, requests), 1))
+    rows.append(summarize(REQUEST_STREAMS, REQUESTS_PATH, await chatsite_level(short, requests), 2))
     await upstream.close_client()
     return rows
 
@@ -505,6 +529,11 @@ def summarize(level: int, path: str, measured: Measured, deltas: int) -> dict[st
         "added_delta_p99": None,
         "server_cpu_ms_per_1k_deltas": server / received * 1000 if server is not None and received else None,
         "server_cpu_ms_per_request": server / len(streams) if server is not None else None,
+        "server_cpu_ms_per_request_to_first_token": (
+            measured.first_token_server_ms / len(streams)
+            if measured.first_token_server_ms is not None and server is not None
+            else None
+        ),
         "server_connect_cpu_ms_per_socket": (
             measured.connect_server_ms / len(streams) if measured.connect_server_ms is not None else None
         ),
@@ -527,6 +556,7 @@ COLUMNS = [
     ("added p99", "added_delta_p99", "{:+.2f}"),
     ("server CPU ms/1k deltas", "server_cpu_ms_per_1k_deltas", "{:.0f}"),
     ("server CPU ms/request", "server_cpu_ms_per_request", "{:.1f}"),
+    ("… to first token", "server_cpu_ms_per_request_to_first_token", "{:.1f}"),
     ("upstream CPU ms/1k deltas", "upstream_cpu_ms_per_1k_deltas", "{:.0f}"),
     ("client CPU %", "client_cpu_percent", "{:.0f}"),
 ]
@@ -555,9 +585,11 @@ def check_targets(rows: list[dict[str, Any]], pace_ms: float) -> list[str]:
             ("added delta latency p99 at 50 streams (ms)", site[50]["added_delta_p99"], 15),
         ]
     for row in rows:
-        if row["path"] == "1-delta replies":
-            name = f"server CPU per request, {row['level']} one-delta replies at once (ms)"
+        if row["path"] == REQUESTS_PATH:
+            name = f"server CPU per request, {row['level']} two-delta replies at once (ms)"
             checks.append((name, row["server_cpu_ms_per_request"], 5))
+            name = f"server CPU per request before its first token, {row['level']} at once (ms)"
+            checks.append((name, row["server_cpu_ms_per_request_to_first_token"], 5))
     lines = [
         f"- {'met' if value is not None and value <= limit else 'MISSED'}: {name} "
         f"{'-' if value is None else f'{value:.1f}'} <= {limit}"
