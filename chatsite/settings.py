@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
+    "conversations.middleware.ServerTimingMiddleware",
     "csp.middleware.CSPMiddleware",
     "conversations.middleware.nonce_on_every_page",
     "django.contrib.sessions.middleware.SessionMiddleware",

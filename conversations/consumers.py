@@ -168,6 +168,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.subscribe(conversation)
         await self.send_snapshot()
 
+    async def handle_history(self, content: dict[str, Any], ref: str | None) -> None:
+        conversation = await self.conversation_from(content)
+        data = await database_sync_to_async(messaging.load_history)(conversation, content.get("before"))
+        await self.send_event("history", conversation=str(conversation.public_id), data=data, ref=ref)
+
     async def handle_ping(self, content: dict[str, Any], ref: str | None) -> None:
         await self.send_event("pong")
 
@@ -179,6 +184,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "select": handle_select,
         "stop": handle_stop,
         "resync": handle_resync,
+        "history": handle_history,
         "ping": handle_ping,
     }
 

@@ -6,6 +6,7 @@ Events go out after commit: no tab hears of a row it cannot read yet.
 """
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,9 @@ from conversations.models import ChatModel, Conversation, Message, Profile, Usag
 
 MAX_TEXT_CHARS = 32_000
 TITLE_CHARS = 60
+# A snapshot carries the newest messages of the path; older ones come in pages of `history`.
+SNAPSHOT_MESSAGES = 50
+HISTORY_MESSAGES = 50
 
 
 def lease() -> timedelta:
@@ -69,27 +73,27 @@ def _model_for(user: Any, conversation: Conversation) -> ChatModel:
     return model
 
 
-def _message_of(tree: "Tree", message_id: Any, role: str | None = None) -> Message:
+def _message_of(tree: "Tree", message_id: Any, role: str | None = None) -> "Node":
     if not isinstance(message_id, int):
         raise RefusedError("bad_request", _("A message id is required."))
-    message = tree.by_id.get(message_id)
-    if message is None or (role and message.role != role):
+    node = tree.by_id.get(message_id)
+    if node is None or (role and node.role != role):
         raise RefusedError("not_found", _("No such message in this conversation."))
-    return message
+    return node
 
 
 def _add_reply(
     user: Any,
     conversation: Conversation,
     tree: "Tree",
-    prompt: Message,
+    prompt_id: int,
     created: list[Message],
     outbox: list,
 ) -> ReplyPlan:
     model = _model_for(user, conversation)
     reply = Message.objects.create(
         conversation=conversation,
-        parent=prompt,
+        parent_id=prompt_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
         model=model,
@@ -109,7 +113,8 @@ def _add_reply(
         conversation=conversation,
         message=reply,
     )
-    payload, prompt_chars = context.build_request(conversation, tree.path(prompt.pk), model)
+    path = messages_by_id(tree.path(prompt_id), known=created)
+    payload, prompt_chars = context.build_request(conversation, path, model)
     hex_id = conversation.public_id.hex
     for message in created:
         event = events.envelope(
@@ -170,10 +175,12 @@ def do_send_message(
     if parent is not None and parent.status in Message.LIVE_STATUSES:
         # A prompt must answer a finished reply: the upstream would see half of one otherwise.
         raise RefusedError("busy", _("Wait for the reply to finish, or stop it, before sending."))
-    prompt = Message(conversation=conversation, parent=parent, role=Message.Role.USER)
+    prompt = Message(
+        conversation=conversation, parent_id=parent.pk if parent else None, role=Message.Role.USER
+    )
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    plan = _add_reply(user, conversation, tree, prompt, [prompt], outbox)
+    plan = _add_reply(user, conversation, tree, prompt.pk, [prompt], outbox)
     if public_id is not None:  # other tabs move it to the top of their sidebar
         outbox.append(events.conversation_announcement("updated", conversation))
     return plan
@@ -185,10 +192,9 @@ def do_regenerate(user: Any, public_id: str, message_id: Any) -> ReplyPlan:
     conversation = conversation_for_update(user, public_id)
     tree = Tree.of(conversation)
     old_reply = _message_of(tree, message_id, Message.Role.ASSISTANT)
-    prompt = tree.by_id.get(old_reply.parent_id)
-    if prompt is None:
+    if old_reply.parent_id not in tree.by_id:
         raise RefusedError("bad_request", _("This reply has no prompt to answer."))
-    return _add_reply(user, conversation, tree, prompt, [], [])
+    return _add_reply(user, conversation, tree, old_reply.parent_id, [], [])
 
 
 @transaction.atomic
@@ -201,14 +207,14 @@ def do_edit(user: Any, public_id: str, message_id: Any, text: Any) -> ReplyPlan:
     prompt = Message(conversation=conversation, parent_id=original.parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    return _add_reply(user, conversation, tree, prompt, [prompt], [])
+    return _add_reply(user, conversation, tree, prompt.pk, [prompt], [])
 
 
 @transaction.atomic
 def do_select(user: Any, public_id: str, message_id: Any) -> Conversation:
     """Select the branch through a message: follow its newest children down to a leaf."""
     conversation = conversation_for_update(user, public_id)
-    tree = Tree(conversation.messages.only("pk", "parent_id", "role"))
+    tree = Tree.of(conversation)
     message = _message_of(tree, message_id)
     leaf_id = tree.newest_leaf_under(message.pk)
     conversation.current_leaf_id = leaf_id
@@ -233,48 +239,88 @@ def conversation_for_update(user: Any, public_id: Any) -> Conversation:
 
 
 def load_snapshot(conversation: Conversation) -> dict[str, Any]:
-    """The selected path with each message's siblings, from the database (one query for the messages)."""
+    """The conversation and the newest messages of its selected path, each with its siblings; `older`
+    says whether the path goes further back (the client asks for those with `history`)."""
     conversation.refresh_from_db(fields=["title", "pinned", "current_leaf", "model", "updated_at"])
     tree = Tree.of(conversation)
+    path = tree.path(conversation.current_leaf_id)
+    shown = path[-SNAPSHOT_MESSAGES:]
     return {
         **events.conversation_summary(conversation),
         "model": conversation.model_id,
         "system_prompt": conversation.system_prompt,
         "current_leaf": conversation.current_leaf_id,
-        "messages": [
-            events.message_data(m, tree.siblings(m), m.stream_seq)
-            for m in tree.path(conversation.current_leaf_id)
-        ],
+        "messages": [events.message_data(m, tree.siblings(m), m.stream_seq) for m in messages_by_id(shown)],
+        "older": len(path) > len(shown),
     }
 
 
-class Tree:
-    """A conversation's messages, loaded once, walked in memory."""
+def load_history(conversation: Conversation, before: Any) -> dict[str, Any]:
+    """The messages of the selected path just above `before` (a message on it), oldest first."""
+    tree = Tree.of(conversation)
+    path = tree.path(conversation.current_leaf_id)
+    if not isinstance(before, int) or before not in path:
+        raise RefusedError("not_found", _("No such message on the selected path."))
+    end = path.index(before)
+    shown = path[max(0, end - HISTORY_MESSAGES) : end]
+    return {
+        "before": before,
+        "messages": [events.message_data(m, tree.siblings(m), m.stream_seq) for m in messages_by_id(shown)],
+        "older": end > len(shown),
+    }
 
-    def __init__(self, messages: Any) -> None:
-        self.by_id: dict[int, Message] = {}
+
+def messages_by_id(ids: list[int], known: Iterable[Message] = ()) -> list[Message]:
+    """Full rows for these ids, in their order; `known` ones (just created) are not read again."""
+    in_memory = {message.pk: message for message in known}
+    rows = Message.objects.in_bulk([pk for pk in ids if pk not in in_memory])
+    return [in_memory.get(pk) or rows[pk] for pk in ids]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What the tree keeps of a message: enough to find paths, versions, roles and live replies."""
+
+    pk: int
+    parent_id: int | None
+    role: str
+    status: str
+
+
+class Tree:
+    """A conversation's messages as a skeleton, read in one light query; full rows are read only for
+    the messages shown or sent (messages_by_id), so a conversation of thousands stays cheap."""
+
+    def __init__(self, nodes: Any) -> None:
+        self.by_id: dict[int, Node] = {}
         self.children: dict[int | None, list[int]] = {}
-        for message in messages:
-            self.add(message)
+        for node in nodes:
+            self.add(node)
 
     @classmethod
     def of(cls, conversation: Conversation) -> "Tree":
-        return cls(conversation.messages.order_by("pk"))
+        rows = conversation.messages.order_by("pk").values_list("pk", "parent_id", "role", "status")
+        return cls(Node(*row) for row in rows)
 
-    def add(self, message: Message) -> None:
-        self.by_id[message.pk] = message
-        self.children.setdefault(message.parent_id, []).append(message.pk)
+    def add(self, message: "Message | Node") -> None:
+        node = (
+            message
+            if isinstance(message, Node)
+            else Node(message.pk, message.parent_id, message.role, message.status)
+        )
+        self.by_id[node.pk] = node
+        self.children.setdefault(node.parent_id, []).append(node.pk)
 
-    def siblings(self, message: Message) -> list[int]:
+    def siblings(self, message: "Message | Node") -> list[int]:
         return self.children.get(message.parent_id, [message.pk])
 
-    def path(self, leaf_id: int | None) -> list[Message]:
-        """The messages from the root down to the leaf."""
+    def path(self, leaf_id: int | None) -> list[int]:
+        """The ids from the root down to the leaf."""
         path = []
-        message = self.by_id.get(leaf_id)
-        while message is not None:
-            path.append(message)
-            message = self.by_id.get(message.parent_id)
+        node = self.by_id.get(leaf_id)
+        while node is not None:
+            path.append(node.pk)
+            node = self.by_id.get(node.parent_id)
         path.reverse()
         return path
 

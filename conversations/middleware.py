@@ -1,12 +1,49 @@
-"""Per-request middleware: the member's language and time zone; a CSP nonce on every page."""
+"""Per-request middleware: Server-Timing; the member's language and time zone; a CSP nonce on every
+page."""
 
+import time
 import zoneinfo
 from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone, translation
 from django.utils.decorators import sync_and_async_middleware
+
+
+class ServerTimingMiddleware:
+    """A Server-Timing header on every response: the server's time and its database share, so the
+    browser's network panel and bench/history.py show where a slow page's time went."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        database = _DatabaseTime()
+        with connection.execute_wrapper(database):
+            response = self.get_response(request)
+        total_ms = (time.perf_counter() - started) * 1000
+        response["Server-Timing"] = (
+            f'db;dur={database.seconds * 1000:.1f};desc="{database.queries} queries", total;dur={total_ms:.1f}'
+        )
+        return response
+
+
+class _DatabaseTime:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.queries = 0
+
+    def __call__(self, execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.queries += 1
 
 
 class MemberPreferencesMiddleware:

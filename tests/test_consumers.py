@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import consumers
+from conversations import consumers, messaging
 from conversations.models import Message, UsageRecord
 from tests.fixtures.chat import session_cookie
 from tests.websocket_client import Socket, offline
@@ -180,6 +180,27 @@ async def test_regenerate_adds_a_version_and_select_switches(bob_cookie, bob_con
     assert snapshot["data"]["messages"][-1]["siblings"] == [first["message"], second["message"]]
 
 
+async def test_older_messages_come_page_by_page(bob_cookie, bob_conversation, monkeypatch):
+    monkeypatch.setattr(messaging, "SNAPSHOT_MESSAGES", 2)
+    monkeypatch.setattr(messaging, "HISTORY_MESSAGES", 2)
+    socket = await open_socket(bob_cookie)
+    conversation = str(bob_conversation.public_id)
+    for word in ("one", "two"):
+        await socket.send(type="send", conversation=conversation, text=offline(reply=word))
+        await socket.until("reply.done")
+    await socket.send(type="subscribe", conversation=conversation)
+    snapshot = await socket.until("snapshot")
+    assert [m["role"] for m in snapshot["data"]["messages"]] == ["user", "assistant"]
+    assert snapshot["data"]["older"] is True
+    await socket.send(
+        type="history", conversation=conversation, before=snapshot["data"]["messages"][0]["id"], ref="h"
+    )
+    history = await socket.until("history")
+    await socket.close()
+    assert history["ref"] == "h" and history["data"]["older"] is False
+    assert [m["parts"][0]["text"] for m in history["data"]["messages"]][1] == "one"
+
+
 async def test_it_refuses_anonymous_and_foreign_origins(bob_cookie):
     assert not await Socket(None).open()
     assert not await Socket(bob_cookie, origin=b"http://evil.example").open()
@@ -193,6 +214,7 @@ async def test_charlie_cannot_reach_bobs_conversation(charlie_cookie, bob_conver
         {"type": "send", "conversation": conversation, "text": "hi"},
         {"type": "stop", "conversation": conversation, "message": 1},
         {"type": "resync", "conversation": conversation},
+        {"type": "history", "conversation": conversation, "before": 1},
     ):
         await socket.send(**frame, ref="x")
         error = await socket.until("error")

@@ -305,3 +305,14 @@ def test_it_refuses_changes_without_the_csrf_token(bob, conversation):
 
     assert patch(client, conversation, {"title": "Forged"}).status_code == 403
     assert client.delete(detail_url(conversation)).status_code == 403
+
+
+def test_every_response_says_where_its_server_time_went(client_bob, conversation):
+    response = client_bob.get(reverse("conversation_list"))
+    timing = dict(
+        re.match(r"(\w+);dur=([\d.]+)", metric.strip()).groups()
+        for metric in response["Server-Timing"].split(",")
+    )
+    queries = int(re.search(r'desc="(\d+) queries"', response["Server-Timing"]).group(1))
+    assert queries >= 2  # the session and the member, then the list
+    assert 0 < float(timing["db"]) <= float(timing["total"])
