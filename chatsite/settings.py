@@ -170,6 +170,9 @@ REPLY_LEASE_SECONDS = float(os.environ.get("REPLY_LEASE_SECONDS", 30))
 # A websocket frame larger than this is refused with an error (images go over HTTP).
 WEBSOCKET_MAX_FRAME_BYTES = envint("WEBSOCKET_MAX_FRAME_BYTES", 64 * 1024)
 
+# The largest file a member may import conversations from (conversations/transfer.py).
+IMPORT_MAX_BYTES = envint("IMPORT_MAX_BYTES", 5 * 1024 * 1024)
+
 # --- Auth and sessions ----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -230,12 +233,20 @@ STATIC_URL = "static/"
 # collectstatic writes here and ServeStatic serves from here when DEBUG is off.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 # Front-end packages come from the npm registry through package-lock.json into node_modules/;
-# only the files the pages load are exposed, each under vendor/<package>/.
+# only the files the pages load are exposed, each under vendor/<name>/.
 NODE_MODULES = BASE_DIR / "node_modules"
+VENDOR_FOLDERS = {
+    "marked": "marked/lib",
+    "dompurify": "dompurify/dist",
+    # The whole dist folder: katex.min.css finds its fonts under fonts/, beside it.
+    "katex": "katex/dist",
+    # The highlight.js package's es/ files re-export CommonJS; its CDN build is plain ES modules.
+    "highlight.js": "@highlightjs/cdn-assets/es",
+}
 STATICFILES_DIRS = [BASE_DIR / "static"] + [
-    (f"vendor/{package}", NODE_MODULES / package / folder)
-    for package, folder in [("marked", "lib"), ("dompurify", "dist")]
-    if (NODE_MODULES / package / folder).is_dir()
+    (f"vendor/{name}", NODE_MODULES / folder)
+    for name, folder in VENDOR_FOLDERS.items()
+    if (NODE_MODULES / folder).is_dir()
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

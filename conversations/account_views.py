@@ -10,15 +10,18 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.contrib.auth.models import AbstractUser
 from django.db import IntegrityError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import translation
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 
 from conversations import accounts
-from conversations.forms import AccountSettingsForm, LoginForm, NewAccountForm
+from conversations.forms import AccountSettingsForm, LoginForm, NewAccountForm, ThemeForm
 from conversations.models import AccountLink, Profile
 
 
@@ -152,6 +155,26 @@ def account_settings(request: HttpRequest) -> HttpResponse:
         messages.success(request, _("Your settings are saved."))
         return response
     return render(request, "accounts/settings.html", {"form": form})
+
+
+@login_required
+@require_POST
+def choose_theme(request: HttpRequest) -> HttpResponse:
+    """The header's theme switch: JSON for its script, a redirect back for a form posted without it."""
+    profile, _created = Profile.objects.get_or_create(user=request.user)
+    form = ThemeForm(request.POST, instance=profile)
+    wants_page = request.accepts("text/html")
+    if not form.is_valid():
+        if wants_page:
+            return HttpResponseBadRequest(_("Choose one of the themes offered."))
+        return JsonResponse({"errors": form.errors}, status=400)
+    form.save(commit=False).save(update_fields=["theme"])
+    if not wants_page:
+        return JsonResponse({"theme": profile.theme})
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=request.is_secure()):
+        back = reverse("account_settings")
+    return redirect(back)
 
 
 @login_required

@@ -68,7 +68,8 @@ class AccountSettingsForm(forms.ModelForm):
 
     class Meta:
         model = Profile
-        fields = ["language", "time_zone", "default_model"]
+        fields = ["language", "time_zone", "default_model", "theme"]
+        labels = {"theme": _("Theme")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
@@ -81,6 +82,14 @@ class AccountSettingsForm(forms.ModelForm):
             "zone": timezone.get_current_timezone_name()
         }
         self.fields["default_model"].queryset = ChatModel.objects.usable_by(self.instance.user)
+
+
+class ThemeForm(forms.ModelForm):
+    """The theme alone, for the switch in the page header."""
+
+    class Meta:
+        model = Profile
+        fields = ["theme"]
 
 
 class InviteForm(forms.Form):

@@ -194,7 +194,9 @@ def do_regenerate(user: Any, public_id: str, message_id: Any) -> ReplyPlan:
     old_reply = _message_of(tree, message_id, Message.Role.ASSISTANT)
     if old_reply.parent_id not in tree.by_id:
         raise RefusedError("bad_request", _("This reply has no prompt to answer."))
-    return _add_reply(user, conversation, tree, old_reply.parent_id, [], [])
+    plan = _add_reply(user, conversation, tree, old_reply.parent_id, [], [])
+    plan.events.append(events.conversation_announcement("updated", conversation))  # to the top of sidebars
+    return plan
 
 
 @transaction.atomic
@@ -207,7 +209,9 @@ def do_edit(user: Any, public_id: str, message_id: Any, text: Any) -> ReplyPlan:
     prompt = Message(conversation=conversation, parent_id=original.parent_id, role=Message.Role.USER)
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
-    return _add_reply(user, conversation, tree, prompt.pk, [prompt], [])
+    plan = _add_reply(user, conversation, tree, prompt.pk, [prompt], [])
+    plan.events.append(events.conversation_announcement("updated", conversation))  # to the top of sidebars
+    return plan
 
 
 @transaction.atomic

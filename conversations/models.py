@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from conversations import secretbox
 
@@ -19,12 +20,18 @@ from conversations import secretbox
 class Profile(models.Model):
     """What a member chooses for themselves."""
 
+    class Theme(models.TextChoices):
+        SYSTEM = "system", _("Follow the system")
+        LIGHT = "light", _("Light")
+        DARK = "dark", _("Dark")
+
     user = models.OneToOneField(settings.AUTH_USER_MODEL, models.CASCADE, related_name="profile")
     language = models.CharField(
         max_length=16, blank=True, choices=settings.LANGUAGES
     )  # "" follows the browser
     time_zone = models.CharField(max_length=64, blank=True)  # "" is the server's TIME_ZONE
     default_model = models.ForeignKey("ChatModel", models.SET_NULL, null=True, blank=True, related_name="+")
+    theme = models.CharField(max_length=8, choices=Theme, default=Theme.SYSTEM)
 
     def __str__(self) -> str:
         return f"profile of {self.user_id}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations import account_views, health, views
+from conversations import account_views, health, transfer_views, views
 
 urlpatterns = [
     # The chat
@@ -8,6 +8,8 @@ urlpatterns = [
     path("c/<uuid:public_id>/", views.conversation, name="conversation"),
     path("api/conversations/", views.conversation_list, name="conversation_list"),
     path("api/conversations/<uuid:public_id>/", views.conversation_detail, name="conversation_detail"),
+    path("api/conversations/import/", transfer_views.import_conversations, name="conversation_import"),
+    path("api/conversations/<uuid:public_id>/export/", transfer_views.export, name="conversation_export"),
     # Accounts
     path("login/", account_views.login, name="login"),
     path("logout/", account_views.logout, name="logout"),
@@ -16,6 +18,7 @@ urlpatterns = [
     path("reset/<str:token>/", account_views.reset_password, name="reset_password"),
     path("account/", account_views.account_settings, name="account_settings"),
     path("account/password/", account_views.change_password, name="change_password"),
+    path("account/theme/", account_views.choose_theme, name="account_theme"),
     # Operations
     path("health/", health.health, name="health"),
 ]

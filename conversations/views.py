@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods
 
-from conversations import catalog, events
+from conversations import catalog, events, search
 from conversations.models import ChatModel, Conversation
 
 PAGE_SIZE = 50
@@ -88,12 +88,14 @@ def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpRes
         "next": next_cursor,
         "models": [_model_choice(model) for model in models],
         "default_model": _default_model(request, models),
-        "limits": {"title_max_chars": TITLE_MAX_CHARS},
+        "limits": {"title_max_chars": TITLE_MAX_CHARS, "search_max_chars": search.MAX_QUERY_CHARS},
         "urls": {
             "chat": reverse("chat"),
             "conversation": reverse("conversation", args=[_ANY_ID]),
             "conversation_list": reverse("conversation_list"),
             "conversation_detail": reverse("conversation_detail", args=[_ANY_ID]),
+            "conversation_export": reverse("conversation_export", args=[_ANY_ID]),
+            "conversation_import": reverse("conversation_import"),
             "login": reverse("login"),
             "socket": "/ws/chat/",
         },
@@ -143,6 +145,12 @@ def ui_strings() -> dict[str, str]:
         "previous_version": _("Previous version"),
         "next_version": _("Next version"),
         "version": _("Version %(index)s of %(count)s"),
+        "edit": _("Edit"),
+        "edit_label": _("Edit your message"),
+        "save": _("Save"),
+        "cancel": _("Cancel"),
+        "jump_to_latest": _("Jump to latest"),
+        "older_messages": _("Show older messages"),
         "stopped": _("Stopped"),
         "interrupted": _("Interrupted"),
         "error": _("The reply failed."),
@@ -163,6 +171,8 @@ def ui_strings() -> dict[str, str]:
         "too_long": _("The message is too long."),
         "offline_badge": _("Offline demo"),
         "offline_hint": _("Replies come from the built-in offline demo, not from a real model."),
+        "no_matches": _("No conversation matches."),
+        "importing": _("Importing…"),
     }
 
 
@@ -180,13 +190,33 @@ def sidebar_page(
     """
     mine = Conversation.objects.for_user(user).order_by("-updated_at", "-pk")
     pinned = list(mine.filter(pinned=True)) if before is None else []
-    others = mine.filter(pinned=False)
+    page, next_cursor = _keyset_page(mine.filter(pinned=False), before)
+    return pinned + page, next_cursor
+
+
+def search_page(
+    user: Any, query: str, before: tuple[datetime, int] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the member's conversations matching `query`, newest first, pinned or not, each
+    with a snippet of its newest matching message (None when only the title matches)."""
+    page, next_cursor = _keyset_page(search.matching(user, query), before)
+    snippets = search.snippets(page, query)
+    results = [{**events.conversation_summary(c), "snippet": snippets.get(c.pk)} for c in page]
+    return results, next_cursor
+
+
+def _keyset_page(
+    conversations: QuerySet[Conversation], before: tuple[datetime, int] | None
+) -> tuple[list[Conversation], str | None]:
+    conversations = conversations.order_by("-updated_at", "-pk")
     if before is not None:
         updated_at, pk = before
-        others = others.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=pk))
-    page = list(others[: PAGE_SIZE + 1])
+        conversations = conversations.filter(
+            Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=pk)
+        )
+    page = list(conversations[: PAGE_SIZE + 1])
     next_cursor = _cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
-    return pinned + page[:PAGE_SIZE], next_cursor
+    return page[:PAGE_SIZE], next_cursor
 
 
 def _cursor(conversation: Conversation) -> str:
@@ -212,10 +242,26 @@ def _parse_cursor(value: str) -> tuple[datetime, int]:
 @api_view
 def conversation_list(request: HttpRequest) -> JsonResponse:
     before = _parse_cursor(request.GET["before"]) if request.GET.get("before") else None
+    query = _search_query(request)
+    if query:
+        results, next_cursor = search_page(request.user, query, before)
+        return JsonResponse({"conversations": results, "next": next_cursor})
     conversations, next_cursor = sidebar_page(request.user, before)
     return JsonResponse(
         {"conversations": [events.conversation_summary(c) for c in conversations], "next": next_cursor}
     )
+
+
+def _search_query(request: HttpRequest) -> str:
+    """`q`, trimmed; "" lists as usual. Bounded, so that one request cannot ask for a huge pattern."""
+    # PostgreSQL refuses a NUL in a query parameter (and its text columns never hold one).
+    query = request.GET.get("q", "").replace("\x00", "").strip()
+    if len(query) > search.MAX_QUERY_CHARS:
+        raise BadRequest(
+            "too_large",
+            _("The search is longer than %(count)d characters.") % {"count": search.MAX_QUERY_CHARS},
+        )
+    return query
 
 
 @never_cache

@@ -127,7 +127,7 @@ def test_the_catalog_holds_every_marked_string(tmp_path):
 
 def test_the_login_page_follows_the_browser_language(db, plain_static_files):
     chinese = Client().get(reverse("login"), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9").content.decode()
-    assert '<html lang="zh-hans">' in chinese
+    assert '<html lang="zh-hans" ' in chinese
     assert '<h1 id="page-heading">登录</h1>' in chinese
     assert "还没有账户" in chinese  # a sentence only chatsite's catalog has; Django's own knows "Log in"
     assert "Log in" not in chinese
@@ -135,7 +135,7 @@ def test_the_login_page_follows_the_browser_language(db, plain_static_files):
 
 def test_the_login_page_is_in_english_by_default(db, plain_static_files):
     english = Client().get(reverse("login")).content.decode()
-    assert '<html lang="en">' in english
+    assert '<html lang="en" ' in english
     assert '<h1 id="page-heading">Log in</h1>' in english
     assert not CJK.search(english)
 

@@ -1,6 +1,6 @@
 // The sidebar's JSON API (conversations/views.py): list, change and delete conversations.
 
-function csrfToken() {
+export function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
   return match ? decodeURIComponent(match[1]) : "";
 }
@@ -28,10 +28,13 @@ export function conversationApi(data) {
   }
 
   return {
-    /** One page of the list; an empty cursor is the first page. */
-    list: (cursor) => {
+    /** One page of the list, or of the conversations matching `query`; an empty cursor is the first page. */
+    list: (cursor, query = "") => {
+      const params = new URLSearchParams();
+      if (cursor) params.set("before", cursor);
+      if (query) params.set("q", query);
       const url = data.urls.conversation_list;
-      return requestJSON(cursor ? `${url}?before=${encodeURIComponent(cursor)}` : url);
+      return requestJSON(params.toString() ? `${url}?${params}` : url);
     },
     update: (id, changes) => requestJSON(detailUrl(id), { method: "PATCH", body: changes }),
     remove: (id) => requestJSON(detailUrl(id), { method: "DELETE" }),

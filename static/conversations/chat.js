@@ -5,11 +5,14 @@ import { conversationApi } from "./api.js";
 import { Drawer, Sidebar } from "./sidebar.js";
 import { ChatSocket, ReplySequencer, socketUrl } from "./socket.js";
 import { Thread } from "./thread.js";
+import { TransferMenu } from "./transfer.js";
 
 const data = JSON.parse(document.getElementById("chat-data").textContent);
 const strings = data.strings;
 const $ = (id) => document.getElementById(id);
 const SEND_TIMEOUT_MS = 20000;
+// Marks the requests for older messages, whose errors concern only the button that asked.
+const HISTORY_REF = "history";
 
 const ui = {
   title: $("conversation-title"),
@@ -64,8 +67,12 @@ const thread = new Thread({
   actions: {
     regenerate: (id) => sendFrame({ type: "regenerate", conversation: state.selected, message: id }),
     select: (id) => sendFrame({ type: "select", conversation: state.selected, message: id }),
+    edit: sendEdit,
   },
   onChange: updateComposer,
+  onJump: focusComposer,
+  onOlder: (before) =>
+    socket.send({ type: "history", conversation: state.selected, before, ref: HISTORY_REF }),
 });
 
 const sidebar = new Sidebar({
@@ -75,10 +82,14 @@ const sidebar = new Sidebar({
   pinnedLabel: $("pinned-label"),
   recentLabel: $("recent-label"),
   end: $("list-end"),
+  searchInput: $("conversation-search"),
+  resultsList: $("search-results"),
+  searchStatus: $("search-status"),
   strings,
   titleMaxChars: data.limits.title_max_chars,
   urlFor: (id) => urlFor(data.urls.conversation, id),
   api,
+  reveal: () => drawer.open(),
   onOpen: (id) => openConversation(id, { push: true }),
   onRemoved: (id) => {
     if (id === state.selected) openNewChat({ push: true });
@@ -143,7 +154,7 @@ const handlers = {
     }
     const conversation = message.data;
     sequencer.reset(conversation.messages);
-    thread.setMessages(conversation.messages, { keepScroll });
+    thread.setMessages(conversation.messages, { keepScroll, older: conversation.older === true });
     setTitle(conversation.title);
     if (conversation.model !== null && conversation.model !== undefined) setPickedModel(conversation.model);
     const known = sidebar.get(conversation.id);
@@ -157,13 +168,17 @@ const handlers = {
   "message.created"(message) {
     const created = message.data;
     const pending = state.pendingSend;
+    let answersEdit = false;
     if (pending && (message.ref === pending.ref || (isShown(message) && created.role === "user"))) {
       if (pending.newChat && state.selected === null) adoptNewConversation(message.conversation);
+      answersEdit = pending.edit === true;
       settleSend();
     }
     if (!isShown(message)) return;
     if (created.role === "assistant") sequencer.track(created.id, created.seq ?? 0);
     if (!thread.add(created)) requestResync();
+    // The editor left with the old version of the message; the composer takes the focus it had.
+    if (answersEdit && (!document.activeElement || document.activeElement === document.body)) focusComposer();
     if (created.role === "user") {
       thread.scrollToEnd();
       // Talking in a conversation moves it to the top, as the server's updated_at now says.
@@ -207,12 +222,23 @@ const handlers = {
     }
   },
 
+  history(message) {
+    if (!isShown(message)) return;
+    thread.prependOlder(message.data.messages, message.data.older, message.data.before);
+  },
+
   error(message) {
+    if (message.ref === HISTORY_REF) {
+      // The path changed under the request (another tab chose a version): the snapshot follows.
+      thread.olderFailed();
+      return;
+    }
     const pending = state.pendingSend;
     if (pending && message.ref === pending.ref) {
       settleSend();
-      // The message was refused: give its text back rather than lose it.
-      if (!ui.input.value) ui.input.value = pending.text;
+      // The message was refused: give its text back rather than lose it (a refused edit keeps
+      // its text in the editor, open again).
+      if (!pending.edit && !ui.input.value) ui.input.value = pending.text;
       autosize();
     }
     if (message.code === "not_found" && !message.ref && state.selected) {
@@ -307,6 +333,22 @@ function submit() {
   ui.input.focus();
 }
 
+/** Send a new version of one of the member's messages; true when it went out. */
+function sendEdit(id, text) {
+  if (!text || thread.liveReply() || state.pendingSend) return false;
+  if (state.maxTextChars && text.length > state.maxTextChars) {
+    showError(strings.too_long);
+    return false;
+  }
+  const ref = `c${++state.refCount}`;
+  if (!sendFrame({ type: "edit", conversation: state.selected, message: id, text, ref })) return false;
+  // Answered like a send: by the new message's message.created, or an error with this ref.
+  state.pendingSend = { ref, text, newChat: false, edit: true };
+  state.sendTimer = setTimeout(settleSend, SEND_TIMEOUT_MS);
+  updateComposer();
+  return true;
+}
+
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   submit();
@@ -317,6 +359,9 @@ ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     submit();
+  } else if (event.key === "ArrowUp" && ui.input.value === "" && !event.isComposing && !hasModifier(event)) {
+    // As in terminals and other chats: Up in an empty composer edits the last message sent.
+    if (!state.pendingSend && thread.editLast()) event.preventDefault();
   }
 });
 
@@ -325,11 +370,29 @@ ui.input.addEventListener("input", () => {
   updateComposer();
 });
 
-ui.stop.addEventListener("click", () => {
+function stopReply() {
   const reply = thread.liveReply();
   if (reply) sendFrame({ type: "stop", conversation: state.selected, message: reply.id });
+}
+
+ui.stop.addEventListener("click", () => {
+  stopReply();
   ui.input.focus();
 });
+
+// Esc stops the reply being written, from the composer or anywhere on the page; not from an open
+// editor (Esc cancels the edit) nor from the sidebar (Esc cancels a rename, closes the drawer).
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented || event.isComposing || hasModifier(event)) return;
+  if (event.target instanceof Element && event.target.closest("#sidebar, .message-editor")) return;
+  if (!thread.liveReply()) return;
+  event.preventDefault();
+  stopReply();
+});
+
+function hasModifier(event) {
+  return event.shiftKey || event.altKey || event.ctrlKey || event.metaKey;
+}
 
 /** Ready to type; on a phone only once the reader taps, as the keyboard would cover the page. */
 function focusComposer() {
@@ -339,6 +402,7 @@ function focusComposer() {
 function settleSend() {
   clearTimeout(state.sendTimer);
   state.pendingSend = null;
+  thread.editSettled();
   updateComposer();
 }
 
@@ -415,6 +479,30 @@ function showError(text) {
 function hideError() {
   ui.error.hidden = true;
 }
+
+// --- Export and import ----------------------------------------------------------------------------
+
+new TransferMenu({
+  root: $("more-menu"),
+  button: $("more-button"),
+  panel: $("more-panel"),
+  exportMarkdown: $("export-markdown"),
+  exportJson: $("export-json"),
+  importButton: $("import-button"),
+  fileInput: $("import-file"),
+  strings,
+  urls: {
+    export: (id) => urlFor(data.urls.conversation_export, id),
+    import: data.urls.conversation_import,
+    login: data.urls.login,
+  },
+  selected: () => state.selected,
+  onImported: (conversations) => {
+    for (const summary of conversations) sidebar.upsert(summary);
+    if (conversations.length) openConversation(conversations[0].id, { push: true });
+  },
+  onError: showError,
+});
 
 // --- Start ----------------------------------------------------------------------------------------
 

@@ -1,16 +1,21 @@
 // The conversation list: pinned ones on top, the rest newest first, more pages on scroll, and live
-// changes from other tabs (conversation.created / updated / deleted).
+// changes from other tabs (conversation.created / updated / deleted). Typing in the search box
+// shows the conversations whose title or messages match instead, newest first.
 
 import { format, iconButton } from "./dom.js";
+
+const SEARCH_DELAY_MS = 200;
 
 export class Sidebar {
   /**
    * @param {{root: HTMLElement, pinnedList: HTMLElement, recentList: HTMLElement,
    *          pinnedLabel: HTMLElement, recentLabel: HTMLElement, end: HTMLElement,
+   *          searchInput: HTMLInputElement, resultsList: HTMLElement, searchStatus: HTMLElement,
    *          strings: object, urlFor: (id: string) => string,
-   *          api: {list: (cursor: string) => Promise<object>, update: (id: string, changes: object) => Promise<object>,
-   *                remove: (id: string) => Promise<void>},
-   *          onOpen: (id: string) => void, onRemoved: (id: string) => void, onError: (error: Error) => void}} options
+   *          api: {list: (cursor: string, query?: string) => Promise<object>,
+   *                update: (id: string, changes: object) => Promise<object>, remove: (id: string) => Promise<void>},
+   *          reveal: () => void, onOpen: (id: string) => void, onRemoved: (id: string) => void,
+   *          onError: (error: Error) => void}} options
    */
   constructor(options) {
     Object.assign(this, options);
@@ -19,10 +24,15 @@ export class Sidebar {
     this.loading = false;
     this.active = null;
     this.editing = null;
+    // While a search is shown: {query, items, next}, the results as the list keeps its own.
+    this.results = null;
+    this.searchTimer = null;
+    this.searchTicket = 0;
     this.root.addEventListener("click", (event) => this.onClick(event));
     new IntersectionObserver((entries) => {
       if (entries.some((entry) => entry.isIntersecting)) this.loadMore();
     }, { root: this.root }).observe(this.end);
+    this.listenForSearch();
   }
 
   load(conversations, next) {
@@ -32,6 +42,7 @@ export class Sidebar {
   }
 
   async loadMore() {
+    if (this.results) return this.loadMoreResults();
     if (this.loading || !this.next) return;
     this.loading = true;
     try {
@@ -47,7 +58,11 @@ export class Sidebar {
     } finally {
       this.loading = false;
     }
-    // The observer only reports changes: on a tall screen the end can still be in sight.
+    this.fillView();
+  }
+
+  /** More pages while the end of the list is in sight: the observer only reports changes. */
+  fillView() {
     const end = this.end.getBoundingClientRect();
     if (end.top <= this.root.getBoundingClientRect().bottom) this.loadMore();
   }
@@ -60,14 +75,15 @@ export class Sidebar {
     } catch (error) {
       this.onError(error);
     }
+    if (this.results) this.search(this.results.query, { again: true });
   }
 
   get(id) {
-    return this.items.get(id) || null;
+    return this.items.get(id) || this.results?.items.get(id) || null;
   }
 
   titleOf(id) {
-    return this.items.get(id)?.title || this.strings.new_conversation;
+    return this.get(id)?.title || this.strings.new_conversation;
   }
 
   setActive(id) {
@@ -86,17 +102,31 @@ export class Sidebar {
     // Events can overtake one another between tabs; the newer state wins.
     if (known && Date.parse(known.updated_at) > Date.parse(summary.updated_at)) return;
     this.items.set(summary.id, { ...known, ...summary });
+    // A result keeps its snippet; whether it still matches is known at the next search.
+    const found = this.results?.items.get(summary.id);
+    if (found) this.results.items.set(summary.id, { ...found, ...summary });
     this.draw();
   }
 
   remove(id) {
-    if (!this.items.delete(id)) return;
+    const listed = this.items.delete(id);
+    const found = this.results?.items.delete(id) ?? false;
+    if (!listed && !found) return;
     this.draw();
   }
 
   draw() {
     // An open rename field would lose what is being typed; the list is redrawn when it closes.
     if (this.editing) return;
+    const searching = this.results !== null;
+    this.pinnedList.hidden = searching;
+    this.recentList.hidden = searching;
+    this.resultsList.hidden = !searching;
+    if (searching) {
+      this.drawResults();
+      return;
+    }
+    this.searchStatus.textContent = "";
     const newestFirst = (a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at);
     const all = [...this.items.values()];
     const pinned = all.filter((summary) => summary.pinned).sort(newestFirst);
@@ -107,7 +137,17 @@ export class Sidebar {
     this.recentLabel.hidden = pinned.length === 0 || recent.length === 0;
   }
 
-  item(summary) {
+  drawResults() {
+    const { query, items } = this.results;
+    const found = [...items.values()].sort((a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at));
+    this.resultsList.replaceChildren(...found.map((summary) => this.item(summary, query)));
+    this.pinnedLabel.hidden = true;
+    this.recentLabel.hidden = true;
+    this.searchStatus.textContent = found.length ? "" : this.strings.no_matches;
+  }
+
+  /** A conversation of the list; with a query, a search result: title and snippet, matches marked. */
+  item(summary, query = "") {
     const s = this.strings;
     const title = summary.title || s.new_conversation;
     const item = document.createElement("li");
@@ -118,6 +158,11 @@ export class Sidebar {
     link.href = this.urlFor(summary.id);
     link.textContent = title;
     link.title = title;
+    if (query) {
+      link.classList.add("search-result");
+      link.replaceChildren(marked("result-title", title, query));
+      if (summary.snippet) link.append(marked("result-snippet", summary.snippet, query));
+    }
     if (summary.id === this.active) {
       item.classList.add("active");
       link.setAttribute("aria-current", "page");
@@ -155,7 +200,7 @@ export class Sidebar {
   }
 
   async togglePin(id) {
-    const summary = this.items.get(id);
+    const summary = this.get(id);
     if (!summary) return;
     await this.change(id, { pinned: !summary.pinned });
   }
@@ -177,7 +222,7 @@ export class Sidebar {
     const input = document.createElement("input");
     input.type = "text";
     input.className = "rename-input";
-    input.value = this.items.get(id)?.title || "";
+    input.value = this.get(id)?.title || "";
     input.maxLength = this.titleMaxChars;
     input.setAttribute("aria-label", this.strings.rename_label);
     this.editing = id;
@@ -190,7 +235,7 @@ export class Sidebar {
       done = true;
       this.editing = null;
       const title = input.value.trim();
-      if (save && title !== (this.items.get(id)?.title || "")) await this.change(id, { title });
+      if (save && title !== (this.get(id)?.title || "")) await this.change(id, { title });
       this.draw();
     };
     input.addEventListener("keydown", (event) => {
@@ -217,6 +262,112 @@ export class Sidebar {
     this.remove(id);
     this.onRemoved(id);
   }
+
+  // --- Search ---------------------------------------------------------------------------------
+
+  listenForSearch() {
+    const input = this.searchInput;
+    const later = () => {
+      clearTimeout(this.searchTimer);
+      this.searchTimer = setTimeout(() => this.search(input.value), SEARCH_DELAY_MS);
+    };
+    // While an input method composes (pinyin for 北京), the box holds letters not meant as a search.
+    input.addEventListener("input", (event) => {
+      if (!event.isComposing) later();
+    });
+    input.addEventListener("compositionend", later);
+    input.addEventListener("keydown", (event) => {
+      // An empty box lets Esc through, to close the drawer on a phone.
+      if (event.key !== "Escape" || event.isComposing || input.value === "") return;
+      event.preventDefault();
+      event.stopPropagation();
+      input.value = "";
+      this.search("");
+    });
+    document.addEventListener("keydown", (event) => {
+      if (!isSearchShortcut(event)) return;
+      event.preventDefault();
+      // On a phone the box is in the closed drawer, and a hidden element takes no focus.
+      if (getComputedStyle(input).visibility === "hidden") this.reveal();
+      input.focus();
+      input.select();
+    });
+  }
+
+  /** Show the conversations matching `value`, or the whole list again when it is blank. */
+  async search(value, { again = false } = {}) {
+    clearTimeout(this.searchTimer);
+    const query = value.trim();
+    // Every call outdates the answers still on their way: only the latest query's may be shown.
+    const ticket = ++this.searchTicket;
+    this.root.removeAttribute("aria-busy");
+    if (!again && query === (this.results?.query ?? "")) return;
+    if (!query) {
+      this.results = null;
+      this.draw();
+      this.fillView();
+      return;
+    }
+    this.root.setAttribute("aria-busy", "true");
+    try {
+      const page = await this.api.list("", query);
+      if (ticket !== this.searchTicket) return;
+      const items = new Map(page.conversations.map((found) => [found.id, found]));
+      this.results = { query, items, next: page.next };
+      this.root.scrollTop = 0;
+      this.draw();
+      this.fillView();
+    } catch (error) {
+      if (ticket === this.searchTicket) this.onError(error);
+    } finally {
+      if (ticket === this.searchTicket) this.root.removeAttribute("aria-busy");
+    }
+  }
+
+  async loadMoreResults() {
+    const results = this.results;
+    if (this.loading || !results.next) return;
+    this.loading = true;
+    try {
+      const page = await this.api.list(results.next, results.query);
+      for (const found of page.conversations) {
+        if (!results.items.has(found.id)) results.items.set(found.id, found);
+      }
+      results.next = page.next;
+    } catch (error) {
+      this.onError(error);
+      return;
+    } finally {
+      this.loading = false;
+    }
+    if (this.results !== results) return;
+    this.draw();
+    this.fillView();
+  }
+}
+
+/** Ctrl+K, or Cmd+K on a Mac; the K key wherever the layout puts it when it types no Latin letter. */
+function isSearchShortcut(event) {
+  if (!(event.ctrlKey || event.metaKey) || event.altKey || event.shiftKey) return false;
+  // Chrome's autofill sends keydown events without a key.
+  const key = (event.key || "").toLowerCase();
+  return key === "k" || (!/^[a-z]$/.test(key) && event.code === "KeyK");
+}
+
+/** A span of plain text with each case-insensitive occurrence of `query` in a <mark>. */
+function marked(className, text, query) {
+  const span = document.createElement("span");
+  span.className = className;
+  const words = query.split(/\s+/).join(" ").replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  let last = 0;
+  for (const match of text.matchAll(new RegExp(words, "giu"))) {
+    const mark = document.createElement("mark");
+    mark.textContent = match[0];
+    span.append(text.slice(last, match.index), mark);
+    last = match.index + match[0].length;
+  }
+  span.append(text.slice(last));
+  return span;
 }
 
 /** The sidebar as a drawer on narrow screens (chat.css hides it there until opened). */

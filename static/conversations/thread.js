@@ -6,9 +6,16 @@ import { renderMarkdown, renderPlainText } from "./render.js";
 const LIVE = new Set(["pending", "streaming"]);
 // Within this many pixels of the bottom the view follows a growing reply.
 const STICK_DISTANCE_PX = 48;
+// The editor grows with its text up to this height, then scrolls.
+const EDITOR_MAX_HEIGHT_PX = 320;
 
 export function isLive(message) {
   return LIVE.has(message.status);
+}
+
+/** The member's own messages of plain text: the edit message carries text only, never an image. */
+function isEditable(message) {
+  return message.role === "user" && message.parts.every((part) => part.type === "text");
 }
 
 function textOf(message) {
@@ -21,25 +28,36 @@ function textOf(message) {
 export class Thread {
   /**
    * @param {{log: HTMLElement, scroller: HTMLElement, emptyState: HTMLElement, strings: object,
-   *          actions: {regenerate: (id: number) => void, select: (id: number) => void},
-   *          onChange: () => void}} options
+   *          actions: {regenerate: (id: number) => void, select: (id: number) => void,
+   *                    edit: (id: number, text: string) => boolean},
+   *          onChange: () => void, onJump: () => void,
+   *          onOlder: (before: number) => boolean}} options
    */
-  constructor({ log, scroller, emptyState, strings, actions, onChange }) {
+  constructor({ log, scroller, emptyState, strings, actions, onChange, onJump, onOlder }) {
     this.log = log;
     this.scroller = scroller;
     this.emptyState = emptyState;
     this.strings = strings;
     this.actions = actions;
     this.onChange = onChange;
+    this.onJump = onJump;
+    this.onOlder = onOlder;
+    this.loadingOlder = false;
     this.messages = [];
     this.elements = new Map();
     this.dirty = new Set();
     this.frame = null;
     this.stick = true;
+    // The message being edited: {id, form, input, save, cancel, saving}.
+    this.editing = null;
+    this.jumpButton = this.buildJumpButton();
+    this.olderButton = this.buildOlderButton();
     scroller.addEventListener("scroll", () => {
-      const distance = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
-      this.stick = distance < STICK_DISTANCE_PX;
+      this.stick = this.distanceToEnd() < STICK_DISTANCE_PX;
+      this.updateJump();
     });
+    // A smaller view (a phone's keyboard, a resized window) keeps the newest text in sight.
+    new ResizeObserver(() => this.followBottom()).observe(scroller);
     log.addEventListener("click", (event) => this.onClick(event));
   }
 
@@ -60,14 +78,28 @@ export class Thread {
     this.setMessages([]);
   }
 
-  /** A snapshot: the path as the server has it now. */
-  setMessages(messages, { keepScroll = false } = {}) {
+  /** A snapshot: the path as the server has it now (its newest page; `older`: there is more above). */
+  setMessages(messages, { keepScroll = false, older = false } = {}) {
     const scrollTop = this.scroller.scrollTop;
+    // A snapshot (a reconnect, another tab's choice) must not throw away what the member is typing.
+    const editing = this.editing;
+    const draft = editing && {
+      id: editing.id,
+      text: editing.input.value,
+      focused: document.activeElement === editing.input,
+      saving: editing.saving,
+    };
+    this.editing = null;
     this.messages = messages.map((message) => ({ ...message, parts: [...(message.parts || [])] }));
     this.elements.clear();
     this.dirty.clear();
     const nodes = this.messages.map((message) => this.build(message));
     this.log.replaceChildren(...nodes);
+    this.loadingOlder = false;
+    this.olderButton.hidden = !older;
+    if (draft && this.startEdit(draft.id, { draft: draft.text, focus: draft.focused, reveal: false })) {
+      this.editing.saving = draft.saving;
+    }
     if (keepScroll && !this.stick) this.scroller.scrollTop = scrollTop;
     else this.stick = true;
     this.afterChange();
@@ -84,6 +116,7 @@ export class Thread {
     for (const gone of this.messages.splice(at)) {
       this.elements.get(gone.id)?.remove();
       this.elements.delete(gone.id);
+      if (this.editing?.id === gone.id) this.editing = null;
     }
     const copy = { ...message, parts: [...(message.parts || [])] };
     this.messages.push(copy);
@@ -126,6 +159,7 @@ export class Thread {
   scrollToEnd() {
     this.stick = true;
     this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.updateJump();
   }
 
   flush() {
@@ -140,14 +174,205 @@ export class Thread {
   }
 
   afterChange() {
+    const live = this.liveReply() !== null;
     this.emptyState.hidden = this.messages.length > 0;
-    this.log.setAttribute("aria-busy", String(this.liveReply() !== null));
+    // Screen readers hear a reply once, when it is done, not every frame of it.
+    this.log.setAttribute("aria-busy", String(live));
+    // No edits while a reply is written on this path: the new branch would leave it behind.
+    for (const button of this.log.querySelectorAll(".edit-message")) button.hidden = live;
+    if (this.editing) this.updateEditor();
     this.followBottom();
     this.onChange();
   }
 
   followBottom() {
     if (this.stick) this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.updateJump();
+  }
+
+  distanceToEnd() {
+    const scroller = this.scroller;
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
+  }
+
+  // --- Jump to latest --------------------------------------------------------------------------
+
+  /** Older messages of the path (`history`), just above the first one shown. */
+  prependOlder(messages, older, before) {
+    this.loadingOlder = false;
+    if (this.messages[0]?.id !== before) return; // a snapshot replaced the view meanwhile
+    const fresh = messages
+      .filter((message) => !this.has(message.id))
+      .map((message) => ({ ...message, parts: [...(message.parts || [])] }));
+    const { scrollHeight, scrollTop } = this.scroller;
+    this.messages.unshift(...fresh);
+    this.log.prepend(...fresh.map((message) => this.build(message)));
+    this.olderButton.hidden = !older;
+    // The reader keeps looking at what they were reading.
+    this.scroller.scrollTop = scrollTop + (this.scroller.scrollHeight - scrollHeight);
+    this.onChange();
+  }
+
+  /** A history request failed or was refused: the button may be used again. */
+  olderFailed() {
+    this.loadingOlder = false;
+  }
+
+  requestOlder() {
+    if (this.olderButton.hidden || this.loadingOlder || this.messages.length === 0) return;
+    this.loadingOlder = this.onOlder(this.messages[0].id);
+  }
+
+  buildOlderButton() {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "load-older";
+    button.textContent = this.strings.older_messages;
+    button.hidden = true;
+    button.addEventListener("click", () => this.requestOlder());
+    this.log.before(button);
+    // Reaching the top loads the page above without a click; a short page fills the view at once.
+    new IntersectionObserver((entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) this.requestOlder();
+    }, { root: this.scroller, rootMargin: "300px 0px 0px 0px" }).observe(button);
+    return button;
+  }
+
+  buildJumpButton() {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "jump-latest";
+    button.hidden = true;
+    button.append(icon("down"), document.createTextNode(this.strings.jump_to_latest));
+    button.addEventListener("click", () => {
+      this.scrollToEnd();
+      this.onJump?.();
+    });
+    // Between the messages and the composer, floating over the bottom of the messages.
+    const holder = document.createElement("div");
+    holder.className = "jump-holder";
+    holder.append(button);
+    this.scroller.after(holder);
+    return button;
+  }
+
+  /** Shown to a reader who scrolled up from newer text; gone once they are back at the end. */
+  updateJump() {
+    this.jumpButton.hidden = this.stick || this.distanceToEnd() < STICK_DISTANCE_PX;
+  }
+
+  // --- Editing a message of the member's -------------------------------------------------------
+
+  /**
+   * Turn one of the member's messages into a form whose text is sent as a new version of it.
+   * draft: text to start from instead of the message's; reveal: scroll the form into view.
+   */
+  startEdit(id, { draft = null, focus = true, reveal = true } = {}) {
+    const message = this.messages.find((m) => m.id === id);
+    const article = this.elements.get(id);
+    if (!message || !article || !isEditable(message)) return false;
+    if (this.editing?.id === id) {
+      if (focus) this.editing.input.focus();
+      return true;
+    }
+    this.cancelEdit({ restoreFocus: false });
+    const s = this.strings;
+    const form = document.createElement("form");
+    form.className = "message-editor";
+    const input = document.createElement("textarea");
+    input.className = "editor-input";
+    input.rows = 1;
+    input.value = draft ?? textOf(message);
+    input.setAttribute("aria-label", s.edit_label);
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "editor-cancel";
+    cancel.textContent = s.cancel;
+    const save = document.createElement("button");
+    save.type = "submit";
+    save.className = "editor-save";
+    save.textContent = s.save;
+    const buttons = document.createElement("div");
+    buttons.className = "editor-actions";
+    buttons.append(cancel, save);
+    form.append(input, buttons);
+
+    input.addEventListener("keydown", (event) => {
+      // As in the composer: Enter also confirms an input method's candidate, and Esc drops it.
+      if (event.isComposing) return;
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        this.saveEdit();
+      } else if (event.key === "Escape") {
+        // Handled: the page's Esc (stop the reply) leaves it alone.
+        event.preventDefault();
+        this.cancelEdit();
+      }
+    });
+    input.addEventListener("input", () => {
+      fitEditor(input);
+      this.updateEditor();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.saveEdit();
+    });
+    cancel.addEventListener("click", () => this.cancelEdit());
+
+    article.classList.add("editing");
+    article.append(form);
+    this.editing = { id, form, input, save, cancel, saving: false };
+    this.updateEditor();
+    fitEditor(input);
+    if (focus) {
+      input.focus();
+      input.setSelectionRange(input.value.length, input.value.length);
+    }
+    if (reveal) form.scrollIntoView({ block: "nearest" });
+    return true;
+  }
+
+  /** Up in an empty composer: edit the member's last message on this path. */
+  editLast() {
+    if (this.liveReply()) return false;
+    const last = this.messages.findLast((message) => message.role === "user");
+    return last ? this.startEdit(last.id) : false;
+  }
+
+  cancelEdit({ restoreFocus = true } = {}) {
+    const editing = this.editing;
+    if (!editing) return;
+    this.editing = null;
+    editing.form.remove();
+    const article = this.elements.get(editing.id);
+    article?.classList.remove("editing");
+    if (restoreFocus) article?.querySelector(".edit-message")?.focus();
+  }
+
+  saveEdit() {
+    const editing = this.editing;
+    if (!editing) return;
+    this.updateEditor();
+    if (editing.save.disabled) return;
+    // The form stays until the server's message.created replaces the message, or an error reopens it.
+    editing.saving = this.actions.edit(editing.id, editing.input.value.trim());
+    this.updateEditor();
+  }
+
+  /** The edit was answered (or timed out): the form is usable again if it is still there. */
+  editSettled() {
+    const editing = this.editing;
+    if (!editing?.saving) return;
+    editing.saving = false;
+    this.updateEditor();
+    if (!document.activeElement || document.activeElement === document.body) editing.input.focus();
+  }
+
+  updateEditor() {
+    const { input, save, cancel, saving } = this.editing;
+    input.readOnly = saving;
+    cancel.disabled = saving;
+    save.disabled = saving || !input.value.trim() || this.liveReply() !== null;
   }
 
   // --- Building a message --------------------------------------------------------------------
@@ -268,6 +493,11 @@ export class Thread {
     if (textOf(message).trim()) {
       bar.append(iconButton("copy", s.copy, "copy-message"));
     }
+    if (isEditable(message)) {
+      const edit = iconButton("pencil", s.edit, "edit-message");
+      edit.hidden = this.liveReply() !== null;
+      bar.append(edit);
+    }
     if (message.role === "assistant") {
       const failed = message.status === "error" || message.status === "interrupted";
       const button = iconButton("regenerate", failed ? s.retry : s.regenerate, "regenerate");
@@ -289,6 +519,8 @@ export class Thread {
       this.actions.select(Number(button.dataset.select));
     } else if (button.classList.contains("regenerate")) {
       this.actions.regenerate(id);
+    } else if (button.classList.contains("edit-message")) {
+      this.startEdit(id);
     } else if (button.classList.contains("copy-message")) {
       const message = this.messages.find((m) => m.id === id);
       if (message) copyText(button, textOf(message), this.strings);
@@ -297,6 +529,12 @@ export class Thread {
       if (code) copyText(button, code.textContent, this.strings);
     }
   }
+}
+
+function fitEditor(input) {
+  // CSSOM, not a style attribute: allowed under the page's style-src 'self'.
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight + 2, EDITOR_MAX_HEIGHT_PX)}px`;
 }
 
 function appendPart(message, type, text) {
