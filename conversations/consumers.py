@@ -35,6 +35,9 @@ FORWARDED = frozenset(
         "conversation.created",
         "conversation.updated",
         "conversation.deleted",
+        "folder.created",
+        "folder.updated",
+        "folder.deleted",
     }
 )
 CLOSE_UNAUTHENTICATED = 4401

@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils.translation import gettext
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Folder, Message
 
 PROTOCOL_VERSION = 1
 
@@ -49,8 +49,13 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
         "id": str(conversation.public_id),
         "title": conversation.title,
         "pinned": conversation.pinned,
+        "folder": conversation.folder_id,
         "updated_at": conversation.updated_at.isoformat(),
     }
+
+
+def folder_summary(folder: Folder) -> dict[str, Any]:
+    return {"id": folder.pk, "name": folder.name}
 
 
 def message_data(message: Message, siblings: list[int] | None = None, seq: int = 0) -> dict[str, Any]:
@@ -99,3 +104,8 @@ def conversation_announcement(kind: str, conversation: Conversation) -> tuple[st
 
 def announce_conversation(kind: str, conversation: Conversation) -> None:
     publish_on_commit(*conversation_announcement(kind, conversation))
+
+
+def announce_folder(kind: str, folder: Folder) -> None:
+    """For every tab of the owner: a folder was created, renamed or deleted."""
+    publish_on_commit(user_group(folder.owner_id), envelope(f"folder.{kind}", data=folder_summary(folder)))

@@ -4,7 +4,8 @@ stop it (daphne ends a consumer 10 s after its client leaves).
 Per delta: the text kept in memory, the next seq, one group send; no database, no cache.
 On timers: a checkpoint to the database every 2 s while text arrives (kill -9 loses at most that), a
 copy of every live reply to the cache every 250 ms (for other processes), lease renewal, the sweeper.
-At the end: one transaction saves the reply and finishes its usage record.
+At the end: one transaction saves the reply and finishes its usage record; after reply.done, a new
+conversation's first complete reply has its title written on another task (titles.py).
 
 Over 400 lines on purpose: the live replies, their timers and the requests from other processes share
 one in-memory registry, and read best together.
@@ -28,7 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from conversations import events, upstream, usage
+from conversations import events, titles, upstream, usage
 from conversations.messaging import ReplyPlan, lease
 from conversations.models import Message, UsageRecord, text_of
 from conversations.registry import endpoint_for
@@ -222,6 +223,7 @@ async def _finish(
         usage=tokens.as_dict(),
     )
     await layer.group_send(live.group, events.frame(done))
+    titles.after_reply(plan, status, "".join(live.content))  # on its own task: nothing here waits
     logger.info("reply %s %s request %s", plan.reply.pk, status, plan.record.request_id)
 
 
@@ -502,10 +504,12 @@ def sweep() -> list[tuple[str, dict[str, Any]]]:
 
 
 async def shutdown() -> None:
-    """Save every live reply as interrupted (text kept) before the process exits."""
+    """Save every live reply as interrupted (text kept) before the process exits; let titles being
+    written finish, so that their usage records are closed too."""
     tasks = [live.task for live in list(_live.values()) if live.task is not None]
     for live in list(_live.values()):
         _cancel(live, "shutdown")
+    tasks += titles.pending()
     if tasks:
         await asyncio.wait(tasks, timeout=10)
 

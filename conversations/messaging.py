@@ -56,6 +56,9 @@ class ReplyPlan:
     # (group, event) pairs to publish once the transaction has committed: the caller sends them, so
     # the database thread never waits for the event loop.
     events: list[tuple[str, dict[str, Any]]]
+    # Set when this send created the conversation: the title taken from the first message, which a
+    # title written by the model replaces after the first reply (titles.py) unless renamed meanwhile.
+    provisional_title: str = ""
 
 
 def _model_for(user: Any, conversation: Conversation) -> ChatModel:
@@ -181,7 +184,9 @@ def do_send_message(
     prompt.set_parts([{"type": "text", "text": text}])
     prompt.save()
     plan = _add_reply(user, conversation, tree, prompt.pk, [prompt], outbox)
-    if public_id is not None:  # other tabs move it to the top of their sidebar
+    if public_id is None:
+        plan.provisional_title = conversation.title
+    else:  # other tabs move it to the top of their sidebar
         outbox.append(events.conversation_announcement("updated", conversation))
     return plan
 

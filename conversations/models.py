@@ -167,12 +167,46 @@ class ChatModel(models.Model):
         return self.display_name
 
 
+class FolderQuerySet(models.QuerySet):
+    def for_user(self, user: Any) -> "FolderQuerySet":
+        """The one access rule for folders: the owner's."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user)
+
+
+class Folder(models.Model):
+    """A member's named group of conversations in the sidebar; deleting it keeps its conversations."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = FolderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# How long a deleted conversation can still be brought back (the sidebar's Undo).
+RESTORE_WINDOW = timedelta(hours=1)
+
+
 class ConversationQuerySet(models.QuerySet):
     def for_user(self, user: Any) -> "ConversationQuerySet":
         """The one access rule for conversations: the owner's, not deleted."""
         if not user.is_authenticated:
             return self.none()
         return self.filter(owner=user, deleted_at__isnull=True)
+
+    def restorable_by(self, user: Any) -> "ConversationQuerySet":
+        """The owner's conversations deleted within RESTORE_WINDOW: what Undo may bring back."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user, deleted_at__gte=timezone.now() - RESTORE_WINDOW)
 
 
 class Conversation(models.Model):
@@ -185,6 +219,7 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     parameters = models.JSONField(default=dict, blank=True)  # sampling parameters, sent where supported
     pinned = models.BooleanField(default=False)
+    folder = models.ForeignKey(Folder, models.SET_NULL, null=True, blank=True, related_name="conversations")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -21,6 +21,12 @@ top-level "offline" object in the body or as a last user message that reads `!of
     no_usage               leave out the usage chunk
     timestamps N           N deltas, each its own send time as str(time.time_ns()) + " " (benchmarks)
     cached_tokens N        reported in usage.prompt_tokens_details
+    title                  for the conversation's title request (below): its exact text, or a directive
+
+A title request (conversations/titles.py: the last user message begins "Write a short title for the
+conversation above") is answered with the first words of the conversation's first user message, each
+capitalized; when that message is itself a directive, with "Offline demo chat", or as its `title`
+says: `!offline {"reply": "Hi", "title": "Greetings"}`, or `"title": {"status": 503}` to fail it.
 
 The ledger records each chat request by X-Request-ID: GET /_offline/requests[?request_id=...],
 GET /_offline/requests/<request_id> (with the body, never the Authorization header), DELETE clears.
@@ -100,6 +106,10 @@ _VOCABULARY_TEXT = (
     "question so tests and benchmarks can compare what was sent with what arrived"
 )
 VOCABULARY = _VOCABULARY_TEXT.split()
+
+TITLE_REQUEST = "Write a short title for the conversation above"
+OFFLINE_TITLE = "Offline demo chat"
+TITLE_WORDS = 6
 
 _WORD = re.compile(r"\s*\S+")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
@@ -405,15 +415,46 @@ async def _chat(exchange: Exchange) -> None:
 
 def _directive(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
     directive: dict[str, Any] = {}
-    text = _text(_last_user(messages))
-    if text.startswith("!offline "):
-        parsed = json.loads(text.removeprefix("!offline "))
-        if not isinstance(parsed, dict):
-            raise ValueError("expected a JSON object")
-        directive.update(parsed)
+    if _is_title_request(messages):
+        # The conversation's first message may say how its title request goes; the request quotes
+        # only its beginning, so a long directive may arrive cut off and say nothing.
+        try:
+            title = _parsed(_text(_first_user(messages))).get("title")
+        except ValueError:
+            title = None
+        if isinstance(title, str):
+            directive["reply"] = title
+        elif isinstance(title, dict):
+            directive.update(title)
+    else:
+        directive.update(_parsed(_text(_last_user(messages))))
     if isinstance(body.get("offline"), dict):
         directive.update(body["offline"])
     return directive
+
+
+def _parsed(text: str) -> dict[str, Any]:
+    """The directive a message gives, if it is one."""
+    if not text.startswith("!offline "):
+        return {}
+    parsed = json.loads(text.removeprefix("!offline "))
+    if not isinstance(parsed, dict):
+        raise ValueError("expected a JSON object")
+    return parsed
+
+
+def _is_title_request(messages: list[dict[str, Any]]) -> bool:
+    return messages[-1].get("role") == "user" and _text(messages[-1]).startswith(TITLE_REQUEST)
+
+
+def title_for(first_message: str) -> str:
+    """The offline demo's title: the message's first words, each capitalized (a directive gets a fixed
+    one). Deterministic, and plainly not a model's summary."""
+    if first_message.startswith("!offline "):
+        return OFFLINE_TITLE
+    words = first_message.split()[:TITLE_WORDS]
+    title = " ".join(word[:1].upper() + word[1:] for word in words).rstrip(".,;:!?…")
+    return title or OFFLINE_TITLE
 
 
 def _should_fail(directive: dict[str, Any], request_id: str) -> bool:
@@ -438,6 +479,10 @@ def _after(directive: dict[str, Any], key: str) -> int | None:
 
 def _last_user(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return next((m for m in reversed(messages) if m.get("role") == "user"), {})
+
+
+def _first_user(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return next((m for m in messages if m.get("role") == "user"), {})
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -522,6 +567,8 @@ class Reply:
         elif directive.get("words"):
             count = min(int(directive["words"]), MAX_WORDS)
             content = [(" " if i else "") + VOCABULARY[i % len(VOCABULARY)] for i in range(count)]
+        elif _is_title_request(messages):
+            content = split_words(title_for(_text(_first_user(messages))))
         else:
             content = split_words(_generated_text(body, messages, model, user_text, after_tools))
         reply = cls(split_words(reasoning or ""), content, [])

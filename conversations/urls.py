@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations import account_views, health, transfer_views, views
+from conversations import account_views, folder_views, health, transfer_views, views
 
 urlpatterns = [
     # The chat
@@ -8,6 +8,11 @@ urlpatterns = [
     path("c/<uuid:public_id>/", views.conversation, name="conversation"),
     path("api/conversations/", views.conversation_list, name="conversation_list"),
     path("api/conversations/<uuid:public_id>/", views.conversation_detail, name="conversation_detail"),
+    path(
+        "api/conversations/<uuid:public_id>/restore/", views.conversation_restore, name="conversation_restore"
+    ),
+    path("api/folders/", folder_views.folder_list, name="folder_list"),
+    path("api/folders/<int:folder_id>/", folder_views.folder_detail, name="folder_detail"),
     path("api/conversations/import/", transfer_views.import_conversations, name="conversation_import"),
     path("api/conversations/<uuid:public_id>/export/", transfer_views.export, name="conversation_export"),
     # Accounts

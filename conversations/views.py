@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -9,7 +10,8 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet, Window
+from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -18,10 +20,10 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations import catalog, events, search
-from conversations.models import ChatModel, Conversation
+from conversations.models import ChatModel, Conversation, Folder
 
 PAGE_SIZE = 50
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
@@ -81,20 +83,29 @@ def conversation(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
 
 def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpResponse:
     conversations, next_cursor = sidebar_page(request.user)
+    folders, filed = folder_pages(request.user)
     models = catalog.usable_models(request.user)
     page_data = {
         "selected": str(selected.public_id) if selected else None,
-        "conversations": [events.conversation_summary(c) for c in conversations],
+        "conversations": [events.conversation_summary(c) for c in conversations + filed],
         "next": next_cursor,
+        "folders": folders,
         "models": [_model_choice(model) for model in models],
         "default_model": _default_model(request, models),
-        "limits": {"title_max_chars": TITLE_MAX_CHARS, "search_max_chars": search.MAX_QUERY_CHARS},
+        "limits": {
+            "title_max_chars": TITLE_MAX_CHARS,
+            "search_max_chars": search.MAX_QUERY_CHARS,
+            "folder_name_max_chars": Folder._meta.get_field("name").max_length,
+        },
         "urls": {
             "chat": reverse("chat"),
             "conversation": reverse("conversation", args=[_ANY_ID]),
             "conversation_list": reverse("conversation_list"),
             "conversation_detail": reverse("conversation_detail", args=[_ANY_ID]),
+            "conversation_restore": reverse("conversation_restore", args=[_ANY_ID]),
             "conversation_export": reverse("conversation_export", args=[_ANY_ID]),
+            "folder_list": reverse("folder_list"),
+            "folder_detail": reverse("folder_detail", args=[0]),
             "conversation_import": reverse("conversation_import"),
             "login": reverse("login"),
             "socket": "/ws/chat/",
@@ -134,7 +145,16 @@ def ui_strings() -> dict[str, str]:
         "rename": _("Rename"),
         "rename_label": _("New title"),
         "delete": _("Delete"),
-        "confirm_delete": _("Delete “%(title)s”? This cannot be undone."),
+        "conversation_deleted": _("Conversation deleted"),
+        "folder_deleted": _("Folder deleted; its conversations are kept"),
+        "undo": _("Undo"),
+        "move_to": _("Move to…"),
+        "no_folder": _("No folder"),
+        "no_folders": _("No folders yet"),
+        "new_folder": _("New folder"),
+        "folder_name_label": _("Folder name"),
+        "folder_empty": _("No conversations in this folder"),
+        "show_more": _("Show more"),
         "you": _("You"),
         "assistant": _("Assistant"),
         "regenerate": _("Regenerate"),
@@ -185,13 +205,46 @@ def sidebar_page(
     """One page of the member's conversations, newest first, and the cursor of the next page.
 
     Pinned ones come whole on the first page (they are few and shown in their own section); the
-    others are keyset paged on (updated_at, id), so a conversation that moves up while the member
-    scrolls is neither skipped twice nor shown twice within one listing.
+    others outside folders are keyset paged on (updated_at, id), so a conversation that moves up
+    while the member scrolls is neither skipped twice nor shown twice within one listing. Those in
+    folders come with their folders (folder_pages()).
     """
     mine = Conversation.objects.for_user(user).order_by("-updated_at", "-pk")
     pinned = list(mine.filter(pinned=True)) if before is None else []
-    page, next_cursor = _keyset_page(mine.filter(pinned=False), before)
+    page, next_cursor = _keyset_page(mine.filter(pinned=False, folder=None), before)
     return pinned + page, next_cursor
+
+
+def folder_pages(user: Any) -> tuple[list[dict[str, Any]], list[Conversation]]:
+    """The member's folders, each with the cursor of its next page, and the first page of every
+    folder's conversations (pinned ones stay in their own section), in two queries."""
+    folders = list(Folder.objects.for_user(user))
+    newest_first = [F("updated_at").desc(), F("pk").desc()]
+    ranked = (
+        Conversation.objects.for_user(user)
+        .filter(pinned=False, folder__isnull=False)
+        .annotate(rank=Window(RowNumber(), partition_by=[F("folder")], order_by=newest_first))
+        .filter(rank__lte=PAGE_SIZE + 1)
+        .order_by("folder", "rank")
+    )
+    pages: dict[int, list[Conversation]] = defaultdict(list)
+    for conversation in ranked:
+        pages[conversation.folder_id].append(conversation)
+    summaries, conversations = [], []
+    for folder in folders:
+        page = pages[folder.pk]
+        next_cursor = _cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
+        summaries.append({**events.folder_summary(folder), "next": next_cursor})
+        conversations += page[:PAGE_SIZE]
+    return summaries, conversations
+
+
+def folder_page(
+    user: Any, folder: Folder, before: tuple[datetime, int] | None
+) -> tuple[list[Conversation], str | None]:
+    """The next page of one folder's conversations, as "Show more" asks for it."""
+    mine = Conversation.objects.for_user(user).filter(pinned=False, folder=folder)
+    return _keyset_page(mine, before)
 
 
 def search_page(
@@ -246,10 +299,26 @@ def conversation_list(request: HttpRequest) -> JsonResponse:
     if query:
         results, next_cursor = search_page(request.user, query, before)
         return JsonResponse({"conversations": results, "next": next_cursor})
-    conversations, next_cursor = sidebar_page(request.user, before)
-    return JsonResponse(
-        {"conversations": [events.conversation_summary(c) for c in conversations], "next": next_cursor}
-    )
+    listing: dict[str, Any] = {}
+    if request.GET.get("folder"):
+        conversations, next_cursor = folder_page(request.user, _folder_from(request), before)
+    else:
+        conversations, next_cursor = sidebar_page(request.user, before)
+        if before is None:
+            listing["folders"], filed = folder_pages(request.user)
+            conversations += filed
+    listing["conversations"] = [events.conversation_summary(c) for c in conversations]
+    listing["next"] = next_cursor
+    return JsonResponse(listing)
+
+
+def _folder_from(request: HttpRequest) -> Folder:
+    """`folder`, one of the member's folders: anyone else's is a 404, as if it did not exist."""
+    value = request.GET["folder"]
+    folder = _own_folder(request, int(value)) if value.isascii() and value.isdigit() else None
+    if folder is None:
+        raise BadRequest("not_found", _("No such folder."), status=404)
+    return folder
 
 
 def _search_query(request: HttpRequest) -> str:
@@ -281,6 +350,10 @@ def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
         conversation = _get_conversation_for_user(request, public_id)
         if "model" in changes and changes["model"] is not None:
             changes["model"] = _usable_model(request, changes["model"])
+        if "folder" in changes and changes["folder"] is not None:
+            changes["folder"] = _own_folder(request, changes["folder"])
+            if changes["folder"] is None:
+                raise BadRequest("unknown_folder", _("No such folder."))
         if "title" in changes:
             # A renamed conversation is one the member is working with: it moves to the top.
             changes["updated_at"] = timezone.now()
@@ -300,6 +373,23 @@ def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
     )
 
 
+@never_cache
+@require_POST
+@api_view
+def conversation_restore(request: HttpRequest, public_id: uuid.UUID) -> JsonResponse:
+    """Undo a delete: the owner's conversation deleted within models.RESTORE_WINDOW comes back where
+    it was in the list (its updated_at is kept); anyone else's, or an older delete, is a 404."""
+    with transaction.atomic():
+        conversation = get_object_or_404(
+            Conversation.objects.restorable_by(request.user), public_id=public_id
+        )
+        conversation.deleted_at = None
+        conversation.save(update_fields=["deleted_at"])
+        # For the other tabs it is a conversation their list does not have: a new one.
+        events.announce_conversation("created", conversation)
+    return JsonResponse({"conversation": events.conversation_summary(conversation)})
+
+
 def _clean_changes(request: HttpRequest) -> dict[str, Any]:
     """The fields a PATCH may change, checked for type and length; unknown fields are refused."""
     try:
@@ -308,7 +398,7 @@ def _clean_changes(request: HttpRequest) -> dict[str, Any]:
         body = None
     if not isinstance(body, dict):
         raise BadRequest("bad_json", _("The request body is not a JSON object."))
-    unknown = set(body) - {"title", "pinned", "model", "system_prompt"}
+    unknown = set(body) - {"title", "pinned", "model", "system_prompt", "folder"}
     if unknown:
         raise BadRequest("bad_request", _("Unknown field: %(field)s.") % {"field": sorted(unknown)[0]})
 
@@ -331,6 +421,11 @@ def _clean_changes(request: HttpRequest) -> dict[str, Any]:
         if model is not None and (isinstance(model, bool) or not isinstance(model, int)):
             raise BadRequest("bad_request", _("The model must be a model id."))
         changes["model"] = model
+    if "folder" in body:
+        folder = body["folder"]
+        if folder is not None and (isinstance(folder, bool) or not isinstance(folder, int)):
+            raise BadRequest("bad_request", _("The folder must be a folder id or null."))
+        changes["folder"] = folder
     if "system_prompt" in body:
         if not isinstance(body["system_prompt"], str):
             raise BadRequest("bad_request", _("The system prompt must be text."))
@@ -342,6 +437,10 @@ def _clean_changes(request: HttpRequest) -> dict[str, Any]:
             )
         changes["system_prompt"] = body["system_prompt"]
     return changes
+
+
+def _own_folder(request: HttpRequest, folder_id: int) -> Folder | None:
+    return Folder.objects.for_user(request.user).filter(pk=folder_id).first()
 
 
 def _usable_model(request: HttpRequest, model_id: int) -> ChatModel:

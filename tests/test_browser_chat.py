@@ -1,6 +1,5 @@
 """The chat page in a real browser against a live server and the offline upstream."""
 
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -13,16 +12,12 @@ from playwright.sync_api import BrowserContext, Page, expect
 from conversations.models import Conversation
 from tests.fixtures.browser import shot
 from tests.fixtures.users import BOB_PASSWORD
+from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Sixty distinct words: a duplicated or lost delta shows in the final text.
 SIXTY_WORDS = " ".join(f"word{number:02d}" for number in range(1, 61))
-
-
-def offline(**directive: object) -> str:
-    """A message the offline upstream answers as the directive says."""
-    return "!offline " + json.dumps(directive)
 
 
 class Chat:
@@ -32,15 +27,10 @@ class Chat:
         self.page = page
         self.base_url = base_url
         self.dialogs: list[str] = []
-        self.accept_next_confirm = False
-        # Model output must never run script: any alert() would show up here.
+        # Model output must never run script: any alert() would show up here; the page itself asks nothing.
         page.on("dialog", self.on_dialog)
 
     def on_dialog(self, dialog) -> None:
-        if dialog.type == "confirm" and self.accept_next_confirm:
-            self.accept_next_confirm = False
-            dialog.accept()
-            return
         self.dialogs.append(dialog.message)
         dialog.dismiss()
 
@@ -283,10 +273,27 @@ def test_the_sidebar_follows_other_tabs(open_chat):
     expect(other.page.locator("#pinned-list .conversation-item")).to_have_text(["Greetings"])
     shot(other.page, "pinned-elsewhere")
 
-    chat.accept_next_confirm = True
     chat.page.get_by_role("button", name="Delete: Greetings").click()
     expect(other.page.locator(".conversation-item")).to_have_count(0)
     expect(chat.page).to_have_url(f"{chat.base_url}/")
+
+
+def test_the_models_title_reaches_the_sidebar_and_the_header_live(open_chat):
+    chat = open_chat()
+    other = Chat(chat.page.context.new_page(), chat.base_url)
+    other.page.goto(f"{chat.base_url}/")
+    other.wait_until_connected()
+
+    chat.send("tell me about lighthouses in winter, please")
+
+    expect(chat.last_reply).to_have_class(re.compile(r"status-complete"))
+    # The first line stands in until the offline model's title (its first words, capitalized) arrives.
+    title = "Tell Me About Lighthouses In Winter"
+    expect(chat.page.locator(".conversation-item.active")).to_have_text(title)
+    expect(chat.page.locator("#conversation-title")).to_have_text(title)
+    expect(chat.page).to_have_title(f"{title} · chatsite")
+    expect(other.page.locator(".conversation-item")).to_have_text([title])
+    shot(chat.page, "titled")
 
 
 def test_the_sidebar_loads_older_conversations_on_scroll(open_chat, bob):

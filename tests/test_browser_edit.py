@@ -8,7 +8,8 @@ import pytest
 from playwright.sync_api import BrowserContext, Locator, expect
 
 from tests.fixtures.browser import shot
-from tests.test_browser_chat import Chat, offline
+from tests.test_browser_chat import Chat
+from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

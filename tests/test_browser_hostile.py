@@ -161,7 +161,7 @@ def test_hostile_content_on_the_chat_page_is_inert(guarded, live_server_url, mal
     for case in hostile.REPLY_CASES:
         send(page, offline(case.directive))
     send(page, offline({"status": 400, "error_message": hostile.ERROR_MESSAGE}), status="error")
-    check_names(page, hostile.FIRST_TITLE)
+    check_names(page, hostile.MODEL_TITLE)
     check_thread(page)
     guard.audit(CHAT_CONTENT, min_roots=4)
 

@@ -66,12 +66,15 @@ async def test_it_starts_a_new_conversation(bob_cookie, offline_model):
     socket = await open_socket(bob_cookie)
     await socket.send(type="send", conversation=None, text="Hello there")
     seen = {}
-    while "reply.done" not in seen:
+    # The model's title (titles.py) follows the reply; waiting for it leaves no task behind the test.
+    while "conversation.updated" not in seen:
         event = await socket.receive()
         seen.setdefault(event["type"], event)
     await socket.close()
     created, snapshot, done = seen["conversation.created"], seen["snapshot"], seen["reply.done"]
     assert snapshot["conversation"] == created["conversation"] == done["conversation"]
+    assert created["data"]["title"] == "Hello there"  # the first line, until the model's arrives
+    assert seen["conversation.updated"]["data"]["title"] == "Hello There"
     assert [m["role"] for m in snapshot["data"]["messages"]] == ["user", "assistant"]
     assert "offline" in socket.texts[done["message"]].lower()
 

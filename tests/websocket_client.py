@@ -10,7 +10,7 @@ from chatsite.asgi import application
 
 def offline(**directive: Any) -> str:
     """A message that makes the offline upstream answer as told."""
-    return "!offline " + json.dumps(directive)
+    return "!offline " + json.dumps(directive, ensure_ascii=False)
 
 
 class Socket:

@@ -5,6 +5,7 @@ import { conversationApi } from "./api.js";
 import { Drawer, Sidebar } from "./sidebar.js";
 import { ChatSocket, ReplySequencer, socketUrl } from "./socket.js";
 import { Thread } from "./thread.js";
+import { Toast } from "./toast.js";
 import { TransferMenu } from "./transfer.js";
 
 const data = JSON.parse(document.getElementById("chat-data").textContent);
@@ -82,6 +83,13 @@ const sidebar = new Sidebar({
   pinnedLabel: $("pinned-label"),
   recentLabel: $("recent-label"),
   end: $("list-end"),
+  folders: {
+    groups: $("folder-groups"),
+    head: $("folders-head"),
+    newButton: $("new-folder"),
+    nameMaxChars: data.limits.folder_name_max_chars,
+  },
+  toast: new Toast($("toast-region")),
   searchInput: $("conversation-search"),
   resultsList: $("search-results"),
   searchStatus: $("search-status"),
@@ -93,6 +101,11 @@ const sidebar = new Sidebar({
   onOpen: (id) => openConversation(id, { push: true }),
   onRemoved: (id) => {
     if (id === state.selected) openNewChat({ push: true });
+  },
+  // Undo of the delete of the open conversation opens it again, unless the member moved on since.
+  onRestored: (id, wasOpen) => {
+    const untouched = state.selected === null && !state.pendingSend && !thread.messages.length && !ui.input.value;
+    if (wasOpen && untouched) openConversation(id, { push: true });
   },
   onError: (error) => showError(error.message),
 });
@@ -161,7 +174,9 @@ const handlers = {
     const updatedAt = conversation.updated_at ?? known?.updated_at;
     if (updatedAt) {
       const { id, title, pinned } = conversation;
-      sidebar.upsert({ ...known, id, title, pinned, updated_at: updatedAt });
+      // A listed conversation's folder comes from conversation.updated; a snapshot may be older.
+      const folder = known ? known.folder : (conversation.folder ?? null);
+      sidebar.upsert({ ...known, id, title, pinned, folder, updated_at: updatedAt });
     }
   },
 
@@ -211,6 +226,18 @@ const handlers = {
   "conversation.updated"(message) {
     sidebar.upsert(message.data);
     if (message.conversation === state.selected) setTitle(message.data.title);
+  },
+
+  "folder.created"(message) {
+    sidebar.folders.upsert(message.data);
+  },
+
+  "folder.updated"(message) {
+    sidebar.folders.upsert(message.data);
+  },
+
+  "folder.deleted"(message) {
+    sidebar.folders.remove(message.data.id);
   },
 
   "conversation.deleted"(message) {
@@ -506,7 +533,7 @@ new TransferMenu({
 
 // --- Start ----------------------------------------------------------------------------------------
 
-sidebar.load(data.conversations, data.next);
+sidebar.load(data.conversations, data.next, data.folders);
 sidebar.setActive(state.selected);
 setPickedModel(data.default_model);
 thread.clear();

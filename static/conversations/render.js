@@ -240,6 +240,11 @@ function wrapTables(fragment) {
   }
 }
 
+function makeScrollersReachable(fragment) {
+  // Wide code, tables and display math scroll sideways; a keyboard must be able to scroll them too.
+  for (const scroller of fragment.querySelectorAll("pre, .table-scroll, .katex-display")) scroller.tabIndex = 0;
+}
+
 /** Render markdown text into element, replacing what it held. */
 export function renderMarkdown(element, text, strings) {
   const html = markdown.parse(text);
@@ -248,6 +253,7 @@ export function renderMarkdown(element, text, strings) {
   typesetMath(fragment);
   addCodeToolbars(fragment, strings);
   wrapTables(fragment);
+  makeScrollersReachable(fragment);
   element.replaceChildren(fragment);
 }
 

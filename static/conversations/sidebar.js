@@ -1,25 +1,30 @@
-// The conversation list: pinned ones on top, the rest newest first, more pages on scroll, and live
-// changes from other tabs (conversation.created / updated / deleted). Typing in the search box
-// shows the conversations whose title or messages match instead, newest first.
+// The conversation list: pinned ones on top, then the member's folders (collapsible, each with its
+// conversations newest first), then the rest newest first, more pages on scroll, and live changes
+// from other tabs (conversation.* and folder.* events). Typing in the search box shows the
+// conversations whose title or messages match instead, newest first. A delete happens at once; a
+// toast offers to undo it.
 
-import { format, iconButton } from "./dom.js";
+import { iconButton } from "./dom.js";
+import { Folders } from "./folders.js";
 
 const SEARCH_DELAY_MS = 200;
+const newestFirst = (a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at);
 
 export class Sidebar {
   /**
    * @param {{root: HTMLElement, pinnedList: HTMLElement, recentList: HTMLElement,
    *          pinnedLabel: HTMLElement, recentLabel: HTMLElement, end: HTMLElement,
+   *          folders: {groups: HTMLElement, head: HTMLElement, newButton: HTMLElement, nameMaxChars: number},
    *          searchInput: HTMLInputElement, resultsList: HTMLElement, searchStatus: HTMLElement,
-   *          strings: object, urlFor: (id: string) => string,
-   *          api: {list: (cursor: string, query?: string) => Promise<object>,
-   *                update: (id: string, changes: object) => Promise<object>, remove: (id: string) => Promise<void>},
+   *          strings: object, urlFor: (id: string) => string, toast: import("./toast.js").Toast,
+   *          api: ReturnType<typeof import("./api.js").conversationApi>,
    *          reveal: () => void, onOpen: (id: string) => void, onRemoved: (id: string) => void,
-   *          onError: (error: Error) => void}} options
+   *          onRestored: (id: string, wasOpen: boolean) => void, onError: (error: Error) => void}} options
    */
   constructor(options) {
     Object.assign(this, options);
     this.items = new Map();
+    this.folders = new Folders({ ...options.folders, sidebar: this });
     this.next = null;
     this.loading = false;
     this.active = null;
@@ -35,10 +40,18 @@ export class Sidebar {
     this.listenForSearch();
   }
 
-  load(conversations, next) {
-    for (const summary of conversations) this.items.set(summary.id, summary);
+  load(conversations, next, folders) {
+    this.folders.replace(folders);
+    this.add(conversations);
     this.next = next;
     this.draw();
+  }
+
+  /** Conversations of a later page: those already known are as fresh or fresher. */
+  add(conversations) {
+    for (const summary of conversations) {
+      if (!this.items.has(summary.id)) this.items.set(summary.id, summary);
+    }
   }
 
   async loadMore() {
@@ -47,9 +60,7 @@ export class Sidebar {
     this.loading = true;
     try {
       const page = await this.api.list(this.next);
-      for (const summary of page.conversations) {
-        if (!this.items.has(summary.id)) this.items.set(summary.id, summary);
-      }
+      this.add(page.conversations);
       this.next = page.next;
       this.draw();
     } catch (error) {
@@ -71,7 +82,10 @@ export class Sidebar {
   async refresh() {
     try {
       const page = await this.api.list("");
+      // Folders changed while the socket was down are as the server has them now.
+      this.folders.replace(page.folders);
       for (const summary of page.conversations) this.upsert(summary);
+      this.draw();
     } catch (error) {
       this.onError(error);
     }
@@ -97,6 +111,14 @@ export class Sidebar {
     }
   }
 
+  /** This conversation's link takes the focus; when it is not in sight, the first of the list. */
+  focusItem(id) {
+    const link = this.root.querySelector(`.conversation-item[data-id="${CSS.escape(id)}"] .conversation-link`);
+    link?.focus();
+    if (link && document.activeElement === link) return;
+    this.root.querySelector(".conversation-link")?.focus();
+  }
+
   upsert(summary) {
     const known = this.items.get(summary.id);
     // Events can overtake one another between tabs; the newer state wins.
@@ -106,6 +128,13 @@ export class Sidebar {
     const found = this.results?.items.get(summary.id);
     if (found) this.results.items.set(summary.id, { ...found, ...summary });
     this.draw();
+  }
+
+  /** Out of a folder that is gone. */
+  unfile(folderId) {
+    for (const [id, summary] of this.items) {
+      if (summary.folder === folderId) this.items.set(id, { ...summary, folder: null });
+    }
   }
 
   remove(id) {
@@ -123,18 +152,24 @@ export class Sidebar {
     this.recentList.hidden = searching;
     this.resultsList.hidden = !searching;
     if (searching) {
+      this.folders.draw(new Map(), true);
       this.drawResults();
       return;
     }
     this.searchStatus.textContent = "";
-    const newestFirst = (a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at);
-    const all = [...this.items.values()];
-    const pinned = all.filter((summary) => summary.pinned).sort(newestFirst);
-    const recent = all.filter((summary) => !summary.pinned).sort(newestFirst);
+    // Pinned ones stay on top wherever they are filed; one in a folder that is gone is in "Recent".
+    const pinned = [];
+    const recent = [];
+    const filed = new Map(this.folders.sorted().map((folder) => [folder.id, []]));
+    for (const summary of [...this.items.values()].sort(newestFirst)) {
+      if (summary.pinned) pinned.push(summary);
+      else (filed.get(summary.folder) ?? recent).push(summary);
+    }
     this.pinnedList.replaceChildren(...pinned.map((summary) => this.item(summary)));
+    this.folders.draw(filed, false);
     this.recentList.replaceChildren(...recent.map((summary) => this.item(summary)));
     this.pinnedLabel.hidden = pinned.length === 0;
-    this.recentLabel.hidden = pinned.length === 0 || recent.length === 0;
+    this.recentLabel.hidden = recent.length === 0;
   }
 
   drawResults() {
@@ -171,8 +206,12 @@ export class Sidebar {
     actions.className = "item-actions";
     const pin = iconButton("pin", `${summary.pinned ? s.unpin : s.pin}: ${title}`, "pin");
     pin.setAttribute("aria-pressed", String(summary.pinned));
+    const move = iconButton("folder-move", `${s.move_to}: ${title}`, "move");
+    move.setAttribute("aria-haspopup", "menu");
+    move.setAttribute("aria-expanded", "false");
     actions.append(
       pin,
+      move,
       iconButton("pencil", `${s.rename}: ${title}`, "rename"),
       iconButton("trash", `${s.delete}: ${title}`, "delete"),
     );
@@ -195,8 +234,10 @@ export class Sidebar {
     const button = event.target.closest("button");
     if (!button) return;
     if (button.classList.contains("pin")) this.togglePin(id);
+    else if (button.classList.contains("move")) this.folders.openMoveMenu(button, this.get(id));
     else if (button.classList.contains("rename")) this.startRename(item, id);
-    else if (button.classList.contains("delete")) this.confirmDelete(id);
+    // A click from the keyboard (Enter, Space) has no pointer detail.
+    else if (button.classList.contains("delete")) this.delete(id, { byKeyboard: event.detail === 0 });
   }
 
   async togglePin(id) {
@@ -217,26 +258,44 @@ export class Sidebar {
   }
 
   startRename(item, id) {
-    if (this.editing) return;
-    const link = item.querySelector(".conversation-link");
+    const current = this.get(id)?.title || "";
+    this.editInPlace(item.querySelector(".conversation-link"), {
+      value: current,
+      maxLength: this.titleMaxChars,
+      label: this.strings.rename_label,
+      save: async (title) => {
+        if (title !== current) await this.change(id, { title });
+      },
+      refocus: () => this.focusItem(id),
+    });
+  }
+
+  /**
+   * Put a text field in place of `target` until Enter or a click elsewhere saves it (`save` gets the
+   * trimmed text) or Esc drops it; the list is redrawn after. `refocus` then places the focus,
+   * which the field took with it, if the field still had it. False when another field is open.
+   */
+  editInPlace(target, { value, maxLength, label, save, refocus = null }) {
+    if (this.editing) return false;
     const input = document.createElement("input");
     input.type = "text";
     input.className = "rename-input";
-    input.value = this.get(id)?.title || "";
-    input.maxLength = this.titleMaxChars;
-    input.setAttribute("aria-label", this.strings.rename_label);
-    this.editing = id;
-    link.replaceWith(input);
+    input.value = value;
+    input.maxLength = maxLength;
+    input.setAttribute("aria-label", label);
+    this.editing = true;
+    target.replaceWith(input);
     input.focus();
     input.select();
     let done = false;
-    const finish = async (save) => {
+    const finish = async (keep) => {
       if (done) return;
       done = true;
+      const hadFocus = document.activeElement === input;
       this.editing = null;
-      const title = input.value.trim();
-      if (save && title !== (this.get(id)?.title || "")) await this.change(id, { title });
+      if (keep) await save(input.value.trim());
       this.draw();
+      if (hadFocus) refocus?.();
     };
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.isComposing) {
@@ -248,19 +307,42 @@ export class Sidebar {
       }
     });
     input.addEventListener("blur", () => finish(true));
+    return true;
   }
 
-  async confirmDelete(id) {
-    const title = this.titleOf(id);
-    if (!window.confirm(format(this.strings.confirm_delete, { title }))) return;
+  /** Delete at once, with an Undo in a toast for a few seconds (the server keeps it an hour). */
+  async delete(id, { byKeyboard = false } = {}) {
+    const summary = this.get(id);
+    const wasOpen = this.active === id;
+    // Gone from this tab before the server answers: its conversation.deleted, which can arrive
+    // first, then concerns a conversation this tab no longer shows.
+    this.remove(id);
+    this.onRemoved(id);
     try {
       await this.api.remove(id);
+    } catch (error) {
+      if (summary) this.upsert(summary);
+      this.onError(error);
+      return;
+    }
+    this.toast.show(this.strings.conversation_deleted, {
+      action: this.strings.undo,
+      onAction: () => this.restore(id, wasOpen),
+      // The button that had the focus is gone; from the keyboard, Undo is the next thing to reach.
+      focus: byKeyboard,
+      returnFocus: () => this.focusItem(id),
+    });
+  }
+
+  async restore(id, wasOpen) {
+    try {
+      const { conversation } = await this.api.restore(id);
+      this.upsert(conversation);
     } catch (error) {
       this.onError(error);
       return;
     }
-    this.remove(id);
-    this.onRemoved(id);
+    this.onRestored(id, wasOpen);
   }
 
   // --- Search ---------------------------------------------------------------------------------
