@@ -2,16 +2,13 @@
 
 import json
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import F, Q, QuerySet, Window
-from django.db.models.functions import RowNumber
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -22,10 +19,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import catalog, events, search
+from conversations import catalog, events, listing, search
 from conversations.models import ChatModel, Conversation, Folder
 
-PAGE_SIZE = 50
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
 SYSTEM_PROMPT_MAX_CHARS = 32_000
 # Stands in for a conversation id in the URL patterns handed to the page.
@@ -82,8 +78,8 @@ def conversation(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
 
 
 def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpResponse:
-    conversations, next_cursor = sidebar_page(request.user)
-    folders, filed = folder_pages(request.user)
+    conversations, next_cursor = listing.sidebar_page(request.user)
+    folders, filed = listing.folder_pages(request.user)
     models = catalog.usable_models(request.user)
     page_data = {
         "selected": str(selected.public_id) if selected else None,
@@ -199,85 +195,6 @@ def ui_strings() -> dict[str, str]:
 # --- The sidebar API ------------------------------------------------------------------------------
 
 
-def sidebar_page(
-    user: Any, before: tuple[datetime, int] | None = None
-) -> tuple[list[Conversation], str | None]:
-    """One page of the member's conversations, newest first, and the cursor of the next page.
-
-    Pinned ones come whole on the first page (they are few and shown in their own section); the
-    others outside folders are keyset paged on (updated_at, id), so a conversation that moves up
-    while the member scrolls is neither skipped twice nor shown twice within one listing. Those in
-    folders come with their folders (folder_pages()).
-    """
-    mine = Conversation.objects.for_user(user).order_by("-updated_at", "-pk")
-    pinned = list(mine.filter(pinned=True)) if before is None else []
-    page, next_cursor = _keyset_page(mine.filter(pinned=False, folder=None), before)
-    return pinned + page, next_cursor
-
-
-def folder_pages(user: Any) -> tuple[list[dict[str, Any]], list[Conversation]]:
-    """The member's folders, each with the cursor of its next page, and the first page of every
-    folder's conversations (pinned ones stay in their own section), in two queries."""
-    folders = list(Folder.objects.for_user(user))
-    newest_first = [F("updated_at").desc(), F("pk").desc()]
-    ranked = (
-        Conversation.objects.for_user(user)
-        .filter(pinned=False, folder__isnull=False)
-        .annotate(rank=Window(RowNumber(), partition_by=[F("folder")], order_by=newest_first))
-        .filter(rank__lte=PAGE_SIZE + 1)
-        .order_by("folder", "rank")
-    )
-    pages: dict[int, list[Conversation]] = defaultdict(list)
-    for conversation in ranked:
-        pages[conversation.folder_id].append(conversation)
-    summaries, conversations = [], []
-    for folder in folders:
-        page = pages[folder.pk]
-        next_cursor = _cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
-        summaries.append({**events.folder_summary(folder), "next": next_cursor})
-        conversations += page[:PAGE_SIZE]
-    return summaries, conversations
-
-
-def folder_page(
-    user: Any, folder: Folder, before: tuple[datetime, int] | None
-) -> tuple[list[Conversation], str | None]:
-    """The next page of one folder's conversations, as "Show more" asks for it."""
-    mine = Conversation.objects.for_user(user).filter(pinned=False, folder=folder)
-    return _keyset_page(mine, before)
-
-
-def search_page(
-    user: Any, query: str, before: tuple[datetime, int] | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the member's conversations matching `query`, newest first, pinned or not, each
-    with a snippet of its newest matching message (None when only the title matches)."""
-    page, next_cursor = _keyset_page(search.matching(user, query), before)
-    snippets = search.snippets(page, query)
-    results = [{**events.conversation_summary(c), "snippet": snippets.get(c.pk)} for c in page]
-    return results, next_cursor
-
-
-def _keyset_page(
-    conversations: QuerySet[Conversation], before: tuple[datetime, int] | None
-) -> tuple[list[Conversation], str | None]:
-    conversations = conversations.order_by("-updated_at", "-pk")
-    if before is not None:
-        updated_at, pk = before
-        conversations = conversations.filter(
-            Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=pk)
-        )
-    page = list(conversations[: PAGE_SIZE + 1])
-    next_cursor = _cursor(page[PAGE_SIZE - 1]) if len(page) > PAGE_SIZE else None
-    return page[:PAGE_SIZE], next_cursor
-
-
-def _cursor(conversation: Conversation) -> str:
-    # UTC with "Z": a "+" in a query string would come back as a space.
-    stamp = conversation.updated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return f"{stamp}|{conversation.pk}"
-
-
 def _parse_cursor(value: str) -> tuple[datetime, int]:
     stamp, _sep, pk = value.partition("|")
     try:
@@ -297,19 +214,19 @@ def conversation_list(request: HttpRequest) -> JsonResponse:
     before = _parse_cursor(request.GET["before"]) if request.GET.get("before") else None
     query = _search_query(request)
     if query:
-        results, next_cursor = search_page(request.user, query, before)
+        results, next_cursor = listing.search_page(request.user, query, before)
         return JsonResponse({"conversations": results, "next": next_cursor})
-    listing: dict[str, Any] = {}
+    answer: dict[str, Any] = {}
     if request.GET.get("folder"):
-        conversations, next_cursor = folder_page(request.user, _folder_from(request), before)
+        conversations, next_cursor = listing.folder_page(request.user, _folder_from(request), before)
     else:
-        conversations, next_cursor = sidebar_page(request.user, before)
+        conversations, next_cursor = listing.sidebar_page(request.user, before)
         if before is None:
-            listing["folders"], filed = folder_pages(request.user)
+            answer["folders"], filed = listing.folder_pages(request.user)
             conversations += filed
-    listing["conversations"] = [events.conversation_summary(c) for c in conversations]
-    listing["next"] = next_cursor
-    return JsonResponse(listing)
+    answer["conversations"] = [events.conversation_summary(c) for c in conversations]
+    answer["next"] = next_cursor
+    return JsonResponse(answer)
 
 
 def _folder_from(request: HttpRequest) -> Folder:

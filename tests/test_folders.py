@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import views
+from conversations import listing
 from conversations.models import RESTORE_WINDOW, Conversation, Folder
 from tests.test_views import UserGroupListener, detail_url, page_data, patch
 
@@ -269,7 +269,7 @@ def test_the_folders_of_the_first_page_cost_two_queries_however_many(bob, work, 
         Conversation.objects.create(owner=bob, title=f"c{number}", folder=folder)
 
     with django_assert_num_queries(2):  # the folders, then their conversations ranked by folder
-        folders, conversations = views.folder_pages(bob)
+        folders, conversations = listing.folder_pages(bob)
 
     assert len(folders) == 6
     assert len(conversations) == 5

@@ -7,7 +7,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import search, views
+from conversations import listing, search
 from conversations.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
@@ -135,7 +135,7 @@ def test_it_ignores_a_nul_character(client_bob, bob):
 
 
 def test_it_pages_results_newest_first_pinned_or_not(client_bob, bob, monkeypatch):
-    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    monkeypatch.setattr(listing, "PAGE_SIZE", 2)
     start = timezone.now() - timedelta(days=1)
     for number in range(5):
         conversation_with(
@@ -160,7 +160,7 @@ def test_each_page_of_results_takes_two_queries(bob, django_assert_num_queries):
 
     # The page of matching conversations, then the newest matching message of each.
     with django_assert_num_queries(2):
-        results, _next = views.search_page(bob, "needle")
+        results, _next = listing.search_page(bob, "needle")
 
     assert [result["snippet"] for result in results] == ["needle 19"] * 3
 
