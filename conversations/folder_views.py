@@ -6,8 +6,6 @@ someone else's folder is a 404, as if it did not exist. Every change is announce
 other tabs (folder.created / updated / deleted, docs/websocket.md).
 """
 
-import json
-
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
@@ -16,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from conversations import events
 from conversations.models import Folder
-from conversations.views import BadRequest, api_view
+from conversations.views import BadRequest, api_view, json_body
 
 NAME_MAX_CHARS = Folder._meta.get_field("name").max_length
 
@@ -30,15 +28,7 @@ def _get_folder_for_user(request: HttpRequest, folder_id: int) -> Folder:
 
 def _clean_name(request: HttpRequest) -> str:
     """The body's `name`: text, spaces collapsed, neither empty nor too long."""
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise BadRequest("bad_json", _("The request body is not a JSON object."))
-    unknown = set(body) - {"name"}
-    if unknown:
-        raise BadRequest("bad_request", _("Unknown field: %(field)s.") % {"field": sorted(unknown)[0]})
+    body = json_body(request, {"name"})
     if not isinstance(body.get("name"), str):
         raise BadRequest("bad_request", _("The folder name must be text."))
     name = " ".join(body["name"].split())

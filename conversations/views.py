@@ -307,17 +307,23 @@ def conversation_restore(request: HttpRequest, public_id: uuid.UUID) -> JsonResp
     return JsonResponse({"conversation": events.conversation_summary(conversation)})
 
 
-def _clean_changes(request: HttpRequest) -> dict[str, Any]:
-    """The fields a PATCH may change, checked for type and length; unknown fields are refused."""
+def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
+    """The request's JSON object; a body of anything else, or with a field not in `fields`, is refused."""
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
         raise BadRequest("bad_json", _("The request body is not a JSON object."))
-    unknown = set(body) - {"title", "pinned", "model", "system_prompt", "folder"}
+    unknown = set(body) - fields
     if unknown:
         raise BadRequest("bad_request", _("Unknown field: %(field)s.") % {"field": sorted(unknown)[0]})
+    return body
+
+
+def _clean_changes(request: HttpRequest) -> dict[str, Any]:
+    """The fields a PATCH may change, checked for type and length; unknown fields are refused."""
+    body = json_body(request, {"title", "pinned", "model", "system_prompt", "folder"})
 
     changes: dict[str, Any] = {}
     if "title" in body:

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.live",
     "tests.fixtures.browser",
     "tests.fixtures.chat",
+    "tests.fixtures.chat_page",
 ]
 
 

@@ -2,92 +2,21 @@
 
 import re
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import expect
 
 from conversations.models import Conversation
 from tests.fixtures.browser import shot
-from tests.fixtures.users import BOB_PASSWORD
+from tests.fixtures.chat_page import Chat
 from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Sixty distinct words: a duplicated or lost delta shows in the final text.
 SIXTY_WORDS = " ".join(f"word{number:02d}" for number in range(1, 61))
-
-
-class Chat:
-    """The chat page of one tab, in the words a member would use."""
-
-    def __init__(self, page: Page, base_url: str) -> None:
-        self.page = page
-        self.base_url = base_url
-        self.dialogs: list[str] = []
-        # Model output must never run script: any alert() would show up here; the page itself asks nothing.
-        page.on("dialog", self.on_dialog)
-
-    def on_dialog(self, dialog) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def log_in(self) -> None:
-        self.page.goto(f"{self.base_url}/login/")
-        self.page.get_by_label("Username").fill("bob")
-        self.page.get_by_label("Password").fill(BOB_PASSWORD)
-        self.page.get_by_role("button", name="Log in").click()
-        expect(self.page).to_have_url(f"{self.base_url}/")
-        self.wait_until_connected()
-
-    def wait_until_connected(self) -> None:
-        self.page.wait_for_function("() => document.querySelector('#send-button') !== null")
-        # hello arrives once the socket is open; the page sets the composer's limit from it.
-        expect(self.composer).to_have_attribute("maxlength", re.compile(r"\d+"))
-
-    @property
-    def composer(self):
-        return self.page.get_by_label("Message", exact=True)
-
-    def send(self, text: str) -> None:
-        self.composer.fill(text)
-        self.composer.press("Enter")
-
-    @property
-    def replies(self):
-        return self.page.locator(".message-assistant")
-
-    @property
-    def last_reply(self):
-        return self.replies.last
-
-    def reply_text(self) -> str:
-        return self.last_reply.locator(".markdown").inner_text().strip()
-
-    def wait_for_words(self, count: int) -> None:
-        self.page.wait_for_function(
-            """count => {
-                const body = [...document.querySelectorAll('.message-assistant .markdown')].at(-1);
-                return body !== undefined && body.textContent.trim().split(/\\s+/).length >= count;
-            }""",
-            arg=count,
-        )
-
-
-@pytest.fixture
-def open_chat(
-    new_context: Callable[..., BrowserContext], live_server_url: str, bob, offline_model
-) -> Callable[..., Chat]:
-    """Log bob in in a fresh browser (viewport options as for new_context) and return the page."""
-
-    def open_page(**options: object) -> Chat:
-        chat = Chat(new_context(**options).new_page(), live_server_url)
-        chat.log_in()
-        return chat
-
-    return open_page
 
 
 def test_it_streams_a_reply_into_a_new_conversation(open_chat):

@@ -2,13 +2,12 @@
 real browser against a live server and the offline upstream."""
 
 import re
-from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, expect
+from playwright.sync_api import Locator, expect
 
 from tests.fixtures.browser import shot
-from tests.test_browser_chat import Chat
+from tests.fixtures.chat_page import Chat
 from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -18,20 +17,6 @@ STREAMING = re.compile(r"status-streaming")
 PHONE = {"viewport": {"width": 375, "height": 812}, "has_touch": True, "is_mobile": True}
 # A reply many screens tall that streams for about 16 seconds, asked for in a short message.
 TALL_REPLY = offline(words=4000, pace_ms=4)
-
-
-@pytest.fixture
-def open_chat(
-    new_context: Callable[..., BrowserContext], live_server_url: str, bob, offline_model
-) -> Callable[..., Chat]:
-    """Log bob in in a fresh browser (viewport options as for new_context) and return the page."""
-
-    def open_page(**options: object) -> Chat:
-        chat = Chat(new_context(**options).new_page(), live_server_url)
-        chat.log_in()
-        return chat
-
-    return open_page
 
 
 def user_messages(chat: Chat) -> Locator:

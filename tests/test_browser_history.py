@@ -8,7 +8,7 @@ from playwright.sync_api import BrowserContext, expect
 
 from conversations import messaging
 from tests.fixtures.browser import shot
-from tests.test_browser_chat import Chat
+from tests.fixtures.chat_page import Chat
 from tests.test_messaging import long_conversation
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -9,7 +9,7 @@ from playwright.sync_api import BrowserContext, expect
 
 from conversations.models import Profile
 from tests.fixtures.browser import shot
-from tests.test_browser_chat import Chat
+from tests.fixtures.chat_page import Chat
 from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

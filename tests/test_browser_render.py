@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import BrowserContext, expect
 
 from tests.fixtures.browser import shot
-from tests.test_browser_chat import Chat
+from tests.fixtures.chat_page import Chat
 from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

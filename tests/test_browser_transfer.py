@@ -2,30 +2,17 @@
 
 import json
 import re
-from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import BrowserContext, expect
+from playwright.sync_api import expect
 
 from conversations.models import Conversation, Message
 from tests.fixtures.browser import shot
-from tests.test_browser_chat import Chat
+from tests.fixtures.chat_page import Chat
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PHONE = {"viewport": {"width": 375, "height": 812}, "has_touch": True, "is_mobile": True}
-
-
-@pytest.fixture
-def open_chat(
-    new_context: Callable[..., BrowserContext], live_server_url: str, bob, offline_model
-) -> Callable[..., Chat]:
-    def open_page(**options: object) -> Chat:
-        chat = Chat(new_context(**options).new_page(), live_server_url)
-        chat.log_in()
-        return chat
-
-    return open_page
 
 
 @pytest.fixture
