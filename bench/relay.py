@@ -137,6 +137,24 @@ def prepare(env: dict[str, str], conversations: int) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def session_cookie(user: Any) -> str:
+    """The cookie of a new session of `user`, as logging in makes one (runs inside Django)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    from conversations.models import MemberSession
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    MemberSession.objects.create(user=user, session_key=session.session_key)
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
 def setup_in_django(count: int) -> dict[str, Any]:
     """Runs in a child process with the servers' environment, so this process never loads Django's ORM."""
     import django
@@ -144,31 +162,22 @@ def setup_in_django(count: int) -> dict[str, Any]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     sys.path.insert(0, str(BASE_DIR))
     django.setup()
-    from importlib import import_module
 
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth import get_user_model
 
-    from conversations.models import ChatModel, Conversation, MemberSession
+    from conversations.models import ChatModel, Conversation
     from conversations.registry import register_environment_providers
 
     register_environment_providers()
     model = ChatModel.objects.get(provider__is_environment=True, upstream_id="offline-chat")
     # One member per stream, as in a team: a member's own events (the sidebar's) reach only their tabs.
-    engine = import_module(settings.SESSION_ENGINE)
     cookies, conversations = [], []
     for index in range(count):
         user, _created = get_user_model().objects.get_or_create(username=f"bench{index}")
         user.set_unusable_password()
         user.save()
-        session = engine.SessionStore()
-        session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-        session.create()
-        MemberSession.objects.create(user=user, session_key=session.session_key)
         conversation = Conversation.objects.create(owner=user, title=f"bench {index}", model=model)
-        cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
+        cookies.append(session_cookie(user))
         conversations.append(str(conversation.public_id))
     return {"cookies": dict(zip(conversations, cookies, strict=True)), "conversations": conversations}
 

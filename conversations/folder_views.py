@@ -14,16 +14,9 @@ from django.views.decorators.http import require_http_methods
 
 from conversations import events
 from conversations.models import Folder
-from conversations.views import BadRequest, api_view, json_body
+from conversations.views import BadRequest, api_view, folder_or_404, json_body
 
 NAME_MAX_CHARS = Folder._meta.get_field("name").max_length
-
-
-def _get_folder_for_user(request: HttpRequest, folder_id: int) -> Folder:
-    folder = Folder.objects.for_user(request.user).filter(pk=folder_id).first()
-    if folder is None:
-        raise BadRequest("not_found", _("No such folder."), status=404)
-    return folder
 
 
 def _clean_name(request: HttpRequest) -> str:
@@ -63,7 +56,7 @@ def folder_detail(request: HttpRequest, folder_id: int) -> JsonResponse:
     """PATCH {"name"}: rename. DELETE: the folder goes, its conversations stay (out of any folder)."""
     if request.method == "DELETE":
         with transaction.atomic():
-            folder = _get_folder_for_user(request, folder_id)
+            folder = folder_or_404(request, folder_id)
             # Built before delete(), which clears the primary key. The tabs move the folder's
             # conversations out themselves: no event per conversation.
             events.announce_folder("deleted", folder)
@@ -74,7 +67,7 @@ def folder_detail(request: HttpRequest, folder_id: int) -> JsonResponse:
 
     name = _clean_name(request)
     with transaction.atomic():
-        folder = _get_folder_for_user(request, folder_id)
+        folder = folder_or_404(request, folder_id)
         if folder.name != name:
             folder.name = name
             folder.save(update_fields=["name"])

@@ -9,15 +9,13 @@ import uuid
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations import events, transfer
-from conversations.models import Conversation
-from conversations.views import BadRequest, api_view
+from conversations.views import BadRequest, api_view, conversation_or_404
 
 # Multipart framing around the file: a request longer than the limit plus this is refused unread.
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
@@ -28,7 +26,7 @@ MULTIPART_OVERHEAD_BYTES = 16 * 1024
 @api_view
 def export(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     """GET ?format=md|json: the conversation as a download."""
-    conversation = get_object_or_404(Conversation.objects.for_user(request.user), public_id=public_id)
+    conversation = conversation_or_404(request, public_id)
     kind = request.GET.get("format", "md")
     if kind == "md":
         body = transfer.export_markdown(conversation)

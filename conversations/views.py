@@ -55,7 +55,7 @@ def api_view(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     return wrapper
 
 
-def _get_conversation_for_user(request: HttpRequest, public_id: uuid.UUID) -> Conversation:
+def conversation_or_404(request: HttpRequest, public_id: uuid.UUID) -> Conversation:
     """Return the member's conversation; 404 for anyone else's, so ids leak nothing."""
     return get_object_or_404(Conversation.objects.for_user(request.user), public_id=public_id)
 
@@ -74,7 +74,7 @@ def chat(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 def conversation(request: HttpRequest, public_id: uuid.UUID) -> HttpResponse:
     """The chat page with one of the member's conversations open."""
-    return _render_chat(request, _get_conversation_for_user(request, public_id))
+    return _render_chat(request, conversation_or_404(request, public_id))
 
 
 def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpResponse:
@@ -232,10 +232,7 @@ def conversation_list(request: HttpRequest) -> JsonResponse:
 def _folder_from(request: HttpRequest) -> Folder:
     """`folder`, one of the member's folders: anyone else's is a 404, as if it did not exist."""
     value = request.GET["folder"]
-    folder = _own_folder(request, int(value)) if value.isascii() and value.isdigit() else None
-    if folder is None:
-        raise BadRequest("not_found", _("No such folder."), status=404)
-    return folder
+    return folder_or_404(request, int(value) if value.isascii() and value.isdigit() else None)
 
 
 def _search_query(request: HttpRequest) -> str:
@@ -256,7 +253,7 @@ def _search_query(request: HttpRequest) -> str:
 def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonResponse:
     if request.method == "DELETE":
         with transaction.atomic():
-            conversation = _get_conversation_for_user(request, public_id)
+            conversation = conversation_or_404(request, public_id)
             conversation.deleted_at = timezone.now()
             conversation.save(update_fields=["deleted_at"])
             events.announce_conversation("deleted", conversation)
@@ -264,11 +261,11 @@ def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
 
     changes = _clean_changes(request)
     with transaction.atomic():
-        conversation = _get_conversation_for_user(request, public_id)
+        conversation = conversation_or_404(request, public_id)
         if "model" in changes and changes["model"] is not None:
             changes["model"] = _usable_model(request, changes["model"])
         if "folder" in changes and changes["folder"] is not None:
-            changes["folder"] = _own_folder(request, changes["folder"])
+            changes["folder"] = own_folder(request, changes["folder"])
             if changes["folder"] is None:
                 raise BadRequest("unknown_folder", _("No such folder."))
         if "title" in changes:
@@ -362,8 +359,16 @@ def _clean_changes(request: HttpRequest) -> dict[str, Any]:
     return changes
 
 
-def _own_folder(request: HttpRequest, folder_id: int) -> Folder | None:
-    return Folder.objects.for_user(request.user).filter(pk=folder_id).first()
+def own_folder(request: HttpRequest, folder_id: int | None) -> Folder | None:
+    return Folder.objects.for_user(request.user).filter(pk=folder_id).first() if folder_id else None
+
+
+def folder_or_404(request: HttpRequest, folder_id: int | None) -> Folder:
+    """One of the member's folders: anyone else's is a 404, as if it did not exist."""
+    folder = own_folder(request, folder_id)
+    if folder is None:
+        raise BadRequest("not_found", _("No such folder."), status=404)
+    return folder
 
 
 def _usable_model(request: HttpRequest, model_id: int) -> ChatModel:

@@ -6,22 +6,12 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation
 from tests.fixtures.browser import shot
 from tests.fixtures.users import BOB_PASSWORD
+from tests.test_search import conversation_with
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def conversation_with(owner, title: str, *texts: str) -> Conversation:
-    conversation = Conversation.objects.create(owner=owner, title=title)
-    parent = None
-    for number, text in enumerate(texts):
-        role = Message.Role.USER if number % 2 == 0 else Message.Role.ASSISTANT
-        parent = Message(conversation=conversation, parent=parent, role=role)
-        parent.set_parts([{"type": "text", "text": text}])
-        parent.save()
-    return conversation
 
 
 @pytest.fixture
