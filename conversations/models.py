@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -218,6 +219,8 @@ class Conversation(models.Model):
     model = models.ForeignKey(ChatModel, models.SET_NULL, null=True, blank=True, related_name="+")
     system_prompt = models.TextField(blank=True)
     parameters = models.JSONField(default=dict, blank=True)  # sampling parameters, sent where supported
+    # Names of the tools the model may call in this conversation (conversations/tools.py).
+    tools = models.JSONField(default=list, blank=True)
     pinned = models.BooleanField(default=False)
     folder = models.ForeignKey(Folder, models.SET_NULL, null=True, blank=True, related_name="conversations")
     created_at = models.DateTimeField(default=timezone.now)
@@ -295,6 +298,64 @@ def text_of(parts: list[dict[str, Any]]) -> str:
         elif part.get("type") == "tool_result":
             pieces.append(str(part.get("content", "")))
     return "\n".join(piece for piece in pieces if piece)
+
+
+class Assistant(models.Model):
+    """A preset shared with the team: a system prompt, a model and parameters a member starts from."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    system_prompt = models.TextField(blank=True)
+    model = models.ForeignKey(ChatModel, models.SET_NULL, null=True, blank=True, related_name="+")
+    parameters = models.JSONField(default=dict, blank=True)
+    tools = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tool(models.Model):
+    """An HTTP tool an admin defines: the model calls it by name, the server POSTs the arguments."""
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            RegexValidator(r"^[a-zA-Z0-9_-]{1,64}$", _("Letters, digits, _ and - only (the API's rule)."))
+        ],
+    )
+    description = models.TextField()
+    parameters_schema = models.JSONField(default=dict, help_text="JSON schema of the arguments.")
+    endpoint = models.URLField(max_length=500)
+    secret_header_name = models.CharField(max_length=100, blank=True)
+    secret_header_value_encrypted = models.TextField(blank=True, editable=False)
+    # Outgoing calls refuse private, loopback and link-local addresses unless the admin allowed the host.
+    allow_private_address = models.BooleanField(default=False)
+    timeout_seconds = models.FloatField(default=10.0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def secret_header_value(self) -> str:
+        encrypted = self.secret_header_value_encrypted
+        return secretbox.decrypt(encrypted) if encrypted else ""
+
+    def set_secret_header_value(self, value: str) -> None:
+        self.secret_header_value_encrypted = secretbox.encrypt(value) if value else ""
 
 
 def attachment_path(instance: "Attachment", filename: str) -> str:
