@@ -41,6 +41,7 @@ DAPHNE = str(Path(PYTHON).parent / "daphne")
 REQUEST_STREAMS = 50
 REQUESTS_PATH = "requests"
 REQUEST_PAUSE_MS = 1000
+REQUESTS_PROFILE_LEVEL = 0  # the requests row's profile is PATH.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_TIMEOUT = 60.0
 OPEN_AT_ONCE = 25  # handshakes in flight; a browser crowd arrives spread out, not in one instant
@@ -502,7 +503,8 @@ async def run_levels(run: Run, conversations: list[str], levels: list[int]) -> l
     # pauses after the first, so that no reply is finishing while others still wait for theirs.
     short = replace(run, deltas=2, pace_ms=0, pause_after_first_ms=REQUEST_PAUSE_MS)
     requests = conversations[offset : offset + REQUEST_STREAMS]
-    rows.append(summarize(REQUEST_STREAMS, REQUESTS_PATH, await chatsite_level(short, requests), 2))
+    measured = await chatsite_level(short, requests, REQUESTS_PROFILE_LEVEL)
+    rows.append(summarize(REQUEST_STREAMS, REQUESTS_PATH, measured, 2))
     await upstream.close_client()
     return rows
 

@@ -131,6 +131,9 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The usage table's covering index (INCLUDE) exists on PostgreSQL only; SQLite builds it without the
+# included columns, which is what is wanted there.
+SILENCED_SYSTEM_CHECKS = ["models.W040"]
 
 # --- Cache and channel layer ----------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -167,11 +170,24 @@ UPSTREAM_MAX_RETRIES = envint("UPSTREAM_MAX_RETRIES", 2)
 # A reply whose process stops renewing its lease for this long is marked interrupted by the sweeper.
 REPLY_LEASE_SECONDS = float(os.environ.get("REPLY_LEASE_SECONDS", 30))
 
+# Budgets (conversations/budgets.py): days and months start at midnight here; a request whose answer
+# has no max_tokens reserves this many answer tokens until it finishes.
+BUDGET_TIME_ZONE = os.environ.get("BUDGET_TIME_ZONE", "") or os.environ.get("TIME_ZONE", "UTC")
+BUDGET_ANSWER_TOKENS = envint("BUDGET_ANSWER_TOKENS", 1024)
+
 # A websocket frame larger than this is refused with an error (images go over HTTP).
 WEBSOCKET_MAX_FRAME_BYTES = envint("WEBSOCKET_MAX_FRAME_BYTES", 64 * 1024)
 
 # The largest file a member may import conversations from (conversations/transfer.py).
 IMPORT_MAX_BYTES = envint("IMPORT_MAX_BYTES", 5 * 1024 * 1024)
+
+# Attached images (conversations/images.py): the largest upload, the most pixels a header may claim
+# (checked before decoding), the longest side kept, and the size past which a PNG is stored as JPEG.
+IMAGE_MAX_BYTES = envint("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
+IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_MAX_SIDE = envint("IMAGE_MAX_SIDE", 2048)
+IMAGE_PNG_MAX_BYTES = envint("IMAGE_PNG_MAX_BYTES", 1536 * 1024)
+IMAGES_PER_MESSAGE = envint("IMAGES_PER_MESSAGE", 4)
 
 # --- Auth and sessions ----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -253,7 +269,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
 }
 SERVESTATIC_KEEP_ONLY_HASHED_FILES = True
-MEDIA_ROOT = DATA_DIR / "media"
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))  # attached images
 
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {

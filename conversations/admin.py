@@ -2,6 +2,12 @@
 
 from django.contrib import admin
 
-from conversations import admin_accounts, admin_registry  # noqa: F401  (registers the ModelAdmins)
+from conversations import (  # noqa: F401  (registers the ModelAdmins)
+    admin_accounts,
+    admin_assistants,
+    admin_budgets,
+    admin_registry,
+    admin_tools,
+)
 
 admin.site.site_header = admin.site.site_title = "chatsite"

@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 
 from conversations import registry, upstream
+from conversations.admin_statistics import UsageStatisticsAdmin
 from conversations.models import ChatModel, Conversation, Message, Provider, UsageRecord
 
 
@@ -179,7 +180,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
+class UsageRecordAdmin(UsageStatisticsAdmin, ReadOnlyAdmin):
     list_display = [
         "started_at",
         "user",

@@ -132,6 +132,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             content.get("text"),
             content.get("parent"),
             content.get("model"),
+            content.get("assistant"),
+            attachments=content.get("attachments"),
+            conversation_settings=content.get("settings"),
         )
         await self.start(plan)
 

@@ -13,6 +13,7 @@ one in-memory registry, and read best together.
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
@@ -29,7 +30,17 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from conversations import events, titles, upstream, usage
+from conversations import (
+    budgets,
+    context,
+    context_budget,
+    events,
+    json_replies,
+    titles,
+    tools,
+    upstream,
+    usage,
+)
 from conversations.messaging import ReplyPlan, lease
 from conversations.models import Message, UsageRecord, text_of
 from conversations.registry import endpoint_for
@@ -46,6 +57,14 @@ CACHE_PREFIX = "chatsite:live:"
 # Stored in English and translated when shown (events.message_data): the sweeper has no member.
 INTERRUPTED = gettext_noop("The server stopped while writing this reply.")
 FAILED_ON_SERVER = gettext_noop("The reply failed on the server.")
+TOOL_STEP_LIMIT = gettext_noop(
+    "The model kept asking for tools; the reply stopped at the limit of tool steps."
+)
+# Rounds of tool calls one reply may run; the model asking once more ends the reply with an error.
+MAX_TOOL_STEPS = 5
+NOT_RUN = "Not run: the reply reached its limit of tool steps."
+MAX_CALLS_PER_STEP = 16
+TOO_MANY_CALLS = f"Not run: at most {MAX_CALLS_PER_STEP} tool calls are run at once."
 
 FINAL_STATUS = {
     "stopped": Message.Status.CANCELLED,
@@ -72,16 +91,60 @@ class LiveReply:
     copied_seq: int = -1
     next_checkpoint: float = 0.0
     checkpointing: bool = False
+    # Tool steps (run_tools): the sent parts of finished steps, and tool calls or results not sent yet.
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+    unsent_parts: list[dict[str, Any]] = field(default_factory=list)
+    parts_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    prompt: list[dict[str, Any]] | None = None  # the first request's messages
+    # With n > 1, the other choices by index: read whole and saved at the end as versions of the reply.
+    versions: dict[int, "Version"] = field(default_factory=dict)
 
     def parts(self) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = []
+        # What the context budget left out (context_budget.note) stays above the reply's text.
+        parts = [part for part in self.plan.reply.parts if part.get("type") == "context_note"]
+        parts += self.earlier
         if self.reasoning:
             parts.append({"type": "reasoning", "text": "".join(self.reasoning)})
-        parts.append({"type": "text", "text": "".join(self.content)})
+        if self.content or not self.earlier:
+            parts.append({"type": "text", "text": "".join(self.content)})
         return parts
+
+    def end_step(self, tool_parts: list[dict[str, Any]]) -> None:
+        """Tool calls or results were sent: the step's text so far and they become earlier parts, and
+        text that follows starts a part of its own."""
+        if self.reasoning:
+            self.earlier.append({"type": "reasoning", "text": "".join(self.reasoning)})
+        if "".join(self.content):
+            self.earlier.append({"type": "text", "text": "".join(self.content)})
+        self.earlier += tool_parts
+        self.content, self.reasoning = [], []
 
     def state(self) -> dict[str, Any]:
         return {"seq": self.seq, "parts": self.parts(), "status": self.status}
+
+
+@dataclass
+class Version:
+    """One more choice of an n > 1 request. Only the first choice streams; the others become sibling
+    replies ("< 2/3 >") when the request ends, so the chat shows one answer at a time."""
+
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish_reason: str = ""
+
+    def add(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            self.content.append(delta["content"])
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning:
+            self.reasoning.append(reasoning)
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def parts(self) -> list[dict[str, Any]]:
+        parts = [{"type": "reasoning", "text": "".join(self.reasoning)}] if self.reasoning else []
+        return [*parts, {"type": "text", "text": "".join(self.content)}]
 
 
 # Replies being written by this process, by message id.
@@ -127,29 +190,46 @@ async def _run(live: LiveReply) -> None:
     publisher = _keep(loop.create_task(_publish(live, layer)))
     try:
         endpoint = endpoint_for(plan.model.provider)
-        request_id = str(plan.record.request_id)
-        async for chunk in upstream.stream_chat(endpoint, plan.payload, request_id=request_id):
-            if chunk.get("usage"):
-                reported = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if choice.get("index", 0) != 0:
-                    continue
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                if content or reasoning:
-                    if first_token_at is None:
-                        first_token_at = loop.time()
-                        live.status = Message.Status.STREAMING
-                    if content:
-                        live.unsent_content.append(content)
-                    if reasoning:
-                        live.unsent_reasoning.append(reasoning)
-                    live.wakeup.set()
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-            if loop.time() >= live.next_checkpoint:
-                _checkpoint_soon(live, loop.time())
+        # One upstream request per step; a step that ends in tool calls runs them and asks again.
+        for step in itertools.count(1):
+            request_id = str(plan.record.request_id)
+            calls: dict[int, dict[str, str]] = {}
+            async for chunk in upstream.stream_chat(endpoint, plan.payload, request_id=request_id):
+                if chunk.get("usage"):
+                    reported = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    if choice.get("index", 0) != 0:
+                        live.versions.setdefault(choice["index"], Version()).add(choice)
+                        continue
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                    if delta.get("tool_calls"):
+                        tools.assemble(calls, delta["tool_calls"])
+                    if content or reasoning or delta.get("tool_calls"):
+                        if first_token_at is None:
+                            first_token_at = loop.time()
+                            live.status = Message.Status.STREAMING
+                        if content:
+                            live.unsent_content.append(content)
+                        if reasoning:
+                            live.unsent_reasoning.append(reasoning)
+                        live.wakeup.set()
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+                if loop.time() >= live.next_checkpoint:
+                    _checkpoint_soon(live, loop.time())
+            if not calls:
+                break
+            await run_tools(
+                live,
+                publisher,
+                [calls[index] for index in sorted(calls)],
+                step,
+                reported,
+                _timings(started, first_token_at, loop.time()),
+            )
+            started, first_token_at, reported, finish_reason = loop.time(), None, None, ""
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()
         status = FINAL_STATUS.get(live.stop_reason, Message.Status.INTERRUPTED)
@@ -201,6 +281,8 @@ async def _finish(
         logger.exception("reply %s: the last deltas could not be sent", plan.reply.pk)
         live.content += live.unsent_content
         live.reasoning += live.unsent_reasoning
+        if live.unsent_parts:
+            live.end_step(live.unsent_parts)
     tokens = (
         usage.Tokens.from_upstream(reported)
         if reported
@@ -239,7 +321,7 @@ async def _publish(live: LiveReply, layer: Any) -> None:
     while True:
         await live.wakeup.wait()
         live.wakeup.clear()
-        if live.unsent_content or live.unsent_reasoning:
+        if live.unsent_content or live.unsent_reasoning or live.unsent_parts:
             live.seq += 1
             event = {
                 "v": events.PROTOCOL_VERSION,
@@ -256,8 +338,13 @@ async def _publish(live: LiveReply, layer: Any) -> None:
                 event["reasoning"] = "".join(live.unsent_reasoning)
                 live.reasoning.append(event["reasoning"])
                 live.unsent_reasoning.clear()
+            if live.unsent_parts:  # tool calls or results: after the text, and they end its step
+                event["parts"] = live.unsent_parts
+                live.end_step(live.unsent_parts)
+                live.unsent_parts = []
+                live.parts_sent.set()
             await layer.group_send(live.group, events.frame(event))
-        if live.closed and not (live.unsent_content or live.unsent_reasoning):
+        if live.closed and not (live.unsent_content or live.unsent_reasoning or live.unsent_parts):
             return
 
 
@@ -271,6 +358,9 @@ def _save_final(
 ) -> None:
     reply = live.plan.reply
     reply.set_parts(live.parts())
+    if status == Message.Status.COMPLETE:
+        # Asked for as JSON: the finished reply is checked once and the verdict kept as a part.
+        reply.parts = json_replies.with_check(reply.parts, live.plan.payload.get("response_format"))
     reply.status = status
     reply.finish_reason = finish_reason
     reply.stream_seq = live.seq
@@ -304,6 +394,34 @@ def _save_final(
             error_code=error.code if error else "",
             **timings,
         )
+        if not tokens.estimated:
+            context_budget.calibrate(live.plan.model, live.plan.payload, tokens.prompt)
+        _save_versions(live, reply)
+
+
+def _save_versions(live: LiveReply, reply: Message) -> None:
+    """The other choices of an n > 1 request, as siblings of the reply in the order of their index;
+    the reply stays the selected one. Choices that wrote nothing are left out."""
+    for index in sorted(live.versions):
+        version = live.versions[index]
+        if not "".join(version.content) and not version.reasoning:
+            continue
+        sibling = Message(
+            conversation_id=reply.conversation_id,
+            parent_id=reply.parent_id,
+            role=Message.Role.ASSISTANT,
+            status=reply.status,
+            finish_reason=version.finish_reason or reply.finish_reason,
+            error_code=reply.error_code,
+            error_detail=reply.error_detail,
+            model_id=reply.model_id,
+        )
+        parts = version.parts()
+        if reply.status == Message.Status.COMPLETE:
+            parts = json_replies.with_check(parts, live.plan.payload.get("response_format"))
+        sibling.set_parts(parts)
+        sibling.save()
+        live.plan.siblings.append(sibling.pk)
 
 
 def _checkpoint_soon(live: LiveReply, now: float) -> None:
@@ -333,6 +451,125 @@ def _save_checkpoint(message_id: int, parts: list[dict[str, Any]], seq: int) -> 
         stream_seq=seq,
         lease_expires_at=timezone.now() + lease(),
     )
+
+
+# --- Tool steps ------------------------------------------------------------------------------------
+
+
+async def run_tools(
+    live: LiveReply,
+    publisher: asyncio.Task,
+    calls: list[dict[str, str]],
+    step: int,
+    reported: dict[str, Any] | None,
+    timings: dict[str, Any],
+) -> None:
+    """The model's reply ended in tool calls: save them, run them side by side, save their results, and
+    make the next request ready (plan.payload, plan.record: one usage record per request, of source
+    tool_step after the first). The steps accumulate in the one reply message (context.tool_turns
+    spreads them out again for the upstream). A call's error is its result; Stop cancels the calls."""
+    plan = live.plan
+    call_parts = [
+        {
+            "type": "tool_call",
+            "id": call["id"] or f"call_{step}_{n}",
+            "name": call["name"],
+            "arguments": call["arguments"],
+        }
+        for n, call in enumerate(calls)
+    ]
+    if step > MAX_TOOL_STEPS:
+        await _send_parts(live, publisher, call_parts + _results(call_parts, [NOT_RUN] * len(call_parts)))
+        raise upstream.UpstreamError("tool_step_limit", None, TOOL_STEP_LIMIT)
+    tokens = (
+        usage.Tokens.from_upstream(reported)
+        if reported
+        else usage.Tokens.estimate(plan.model, plan.prompt_chars, sum(len(c["arguments"]) for c in calls))
+    )
+    await _send_parts(live, publisher, call_parts)
+    await _landed(database_sync_to_async(_save_step)(live, live.parts(), live.seq, tokens, timings))
+    enabled = {tool["function"]["name"] for tool in plan.payload.get("tools") or ()}
+    runs = [tools.run(call, enabled) for call in call_parts[:MAX_CALLS_PER_STEP]]
+    outputs = [*await asyncio.gather(*runs), *[TOO_MANY_CALLS] * (len(call_parts) - len(runs))]
+    await _send_parts(live, publisher, _results(call_parts, outputs))
+    if live.prompt is None:
+        live.prompt = plan.payload["messages"]
+    payload = {
+        **plan.payload,
+        "messages": live.prompt + context.tool_turns(live.parts(), with_reasoning=True),
+    }
+    try:  # tool results can be long: the next request must fit the window as the first one did
+        fitted = context_budget.fit(payload, plan.model)
+    except context_budget.ContextTooLongError as error:
+        # Before the next record is started: a request never sent has no usage record.
+        raise upstream.UpstreamError(error.code, None, str(error)) from None
+    await _landed(database_sync_to_async(_save_step)(live, live.parts(), live.seq, None, None))
+    plan.payload, plan.prompt_chars = payload, fitted.prompt_chars
+
+
+def _results(call_parts: list[dict[str, Any]], outputs: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"type": "tool_result", "tool_call_id": call["id"], "name": call["name"], "content": output}
+        for call, output in zip(call_parts, outputs, strict=True)
+    ]
+
+
+async def _send_parts(live: LiveReply, publisher: asyncio.Task, parts: list[dict[str, Any]]) -> None:
+    """Hand tool parts to the publisher and wait until it has taken them: the next step's text must
+    get a later seq, and a checkpoint must hold only what seq counts."""
+    live.unsent_parts += parts
+    live.wakeup.set()
+    while live.unsent_parts:
+        if publisher.done():
+            raise RuntimeError("the reply's deltas can no longer be sent")
+        live.parts_sent.clear()
+        taken = asyncio.ensure_future(live.parts_sent.wait())
+        try:
+            await asyncio.wait({taken, publisher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            taken.cancel()
+
+
+async def _landed(write: Any) -> None:
+    """Await a database write to its end even if Stop comes meanwhile: the usage record a step
+    starts must be the one the final save finishes."""
+    task = _keep(asyncio.ensure_future(write))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _save_step(
+    live: LiveReply,
+    parts: list[dict[str, Any]],
+    seq: int,
+    tokens: usage.Tokens | None,
+    timings: dict[str, Any] | None,
+) -> None:
+    """With tokens: the step's request is done, its record finished. Without: the results are in, and
+    the next request's record is started. Either way the parts so far are checkpointed."""
+    plan = live.plan
+    with transaction.atomic():
+        _save_checkpoint(plan.reply.pk, parts, seq)
+        if tokens is not None:
+            usage.finish(plan.record, status=UsageRecord.Status.COMPLETE, tokens=tokens, **(timings or {}))
+        else:
+            plan.record = usage.start(
+                user_id=plan.user_id,
+                model=plan.model,
+                source=UsageRecord.Source.TOOL_STEP,
+                conversation_id=plan.conversation_id,
+                message=plan.reply,
+            )
+
+
+def _timings(started: float, first_token_at: float | None, ended: float) -> dict[str, Any]:
+    return {
+        "time_to_first_token_ms": round((first_token_at - started) * 1000) if first_token_at else None,
+        "duration_ms": round((ended - started) * 1000),
+    }
 
 
 async def stop(message_id: int) -> None:
@@ -475,9 +712,11 @@ def sweep() -> list[tuple[str, dict[str, Any]]]:
             error_detail=INTERRUPTED,
             lease_expires_at=None,
         )
-        UsageRecord.objects.filter(message__in=lapsed, status=UsageRecord.Status.STARTED).update(
-            status=UsageRecord.Status.INTERRUPTED, estimated=True, finished_at=now
-        )
+        unfinished = list(UsageRecord.objects.filter(message__in=lapsed, status=UsageRecord.Status.STARTED))
+        UsageRecord.objects.filter(
+            pk__in=[r.pk for r in unfinished], status=UsageRecord.Status.STARTED
+        ).update(status=UsageRecord.Status.INTERRUPTED, estimated=True, finished_at=now)
+        budgets.settle_lapsed(unfinished)
     logger.warning("marked %s lapsed replies interrupted", len(lapsed))
     announcements = []
     for message in lapsed:

@@ -13,11 +13,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from conversations import catalog, context, events, usage
-from conversations.models import ChatModel, Conversation, Message, Profile, UsageRecord
+from conversations import budgets, catalog, context, context_budget, events, parameters, usage
+from conversations.models import (
+    Assistant,
+    Attachment,
+    ChatModel,
+    Conversation,
+    Message,
+    Profile,
+    UsageRecord,
+)
 
 MAX_TEXT_CHARS = 32_000
 TITLE_CHARS = 60
@@ -93,6 +102,11 @@ def _add_reply(
     created: list[Message],
     outbox: list,
 ) -> ReplyPlan:
+    # Checked when saved; checked again here, as an import or an older rule may have let one through.
+    try:
+        parameters.validate(conversation.parameters, conversation.tools)
+    except parameters.ParameterError as error:
+        raise RefusedError(error.code, error.detail) from None
     model = _model_for(user, conversation)
     reply = Message.objects.create(
         conversation=conversation,
@@ -118,6 +132,20 @@ def _add_reply(
     )
     path = messages_by_id(tree.path(prompt_id), known=created)
     payload, prompt_chars = context.build_request(conversation, path, model)
+    try:
+        fitted = context_budget.fit(payload, model)
+    except context_budget.ContextTooLongError as error:
+        raise RefusedError(error.code, str(error)) from None
+    prompt_chars = fitted.prompt_chars
+    if fitted.omitted:  # shown above the reply; generation.LiveReply.parts() keeps it when saving
+        reply.parts = [context_budget.note(fitted.omitted)]
+    try:
+        reservations = budgets.admit(user.pk, model, payload, prompt_chars)
+    except budgets.LimitReached as refused:
+        raise RefusedError(refused.code, refused.detail) from None
+    if reservations:  # with no limits for this member, no query
+        record.reservations = reservations
+        record.save(update_fields=["reservations"])
     hex_id = conversation.public_id.hex
     for message in created:
         event = events.envelope(
@@ -141,8 +169,11 @@ def _add_reply(
     )
 
 
-def _clean_text(text: Any) -> str:
-    if not isinstance(text, str) or not text.strip():
+def _clean_text(text: Any, images: bool = False) -> str:
+    """The message's text; with images attached it may be empty."""
+    if images and text is None:
+        text = ""
+    if not isinstance(text, str) or not (text.strip() or images):
         raise RefusedError("bad_request", _("The message is empty."))
     if len(text) > MAX_TEXT_CHARS:
         raise RefusedError(
@@ -153,17 +184,33 @@ def _clean_text(text: Any) -> str:
 
 @transaction.atomic
 def do_send_message(
-    user: Any, public_id: str | None, text: Any, parent_id: Any = None, model_id: Any = None
+    user: Any,
+    public_id: str | None,
+    text: Any,
+    parent_id: Any = None,
+    model_id: Any = None,
+    assistant_id: Any = None,
+    attachments: Any = None,
+    conversation_settings: Any = None,
 ) -> ReplyPlan:
     """Save the user's message and a pending reply. public_id None starts a conversation, with the
-    model chosen in the picker when given."""
-    text = _clean_text(text)
+    model chosen in the picker when given, an assistant's settings when one is named, and over both
+    the settings chosen before the first message (system prompt, parameters, tools).
+    `attachments` names uploaded images (attachment_views.py) that go with the text."""
+    image_ids = _clean_attachment_ids(attachments)
+    text = _clean_text(text, images=bool(image_ids))
     outbox: list[tuple[str, dict[str, Any]]] = []
     if public_id is None:
+        preset = assistant_settings(assistant_id)
+        if isinstance(model_id, int):
+            preset["model_id"] = model_id
+        if conversation_settings is not None:
+            try:
+                preset.update(parameters.clean_settings(conversation_settings))
+            except parameters.ParameterError as error:
+                raise RefusedError(error.code, error.detail) from None
         conversation = Conversation.objects.create(
-            owner=user,
-            title=text.strip().splitlines()[0][:TITLE_CHARS],
-            model_id=model_id if isinstance(model_id, int) else None,
+            owner=user, title=_first_line(text) or _("Image"), **preset
         )
         outbox.append(events.conversation_announcement("created", conversation))
         tree = Tree([])
@@ -181,7 +228,8 @@ def do_send_message(
     prompt = Message(
         conversation=conversation, parent_id=parent.pk if parent else None, role=Message.Role.USER
     )
-    prompt.set_parts([{"type": "text", "text": text}])
+    image_parts = _attach_images(user, conversation, image_ids)
+    prompt.set_parts(image_parts + ([{"type": "text", "text": text}] if text.strip() else []))
     prompt.save()
     plan = _add_reply(user, conversation, tree, prompt.pk, [prompt], outbox)
     if public_id is None:
@@ -189,6 +237,74 @@ def do_send_message(
     else:  # other tabs move it to the top of their sidebar
         outbox.append(events.conversation_announcement("updated", conversation))
     return plan
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:TITLE_CHARS] if lines else ""
+
+
+def _clean_attachment_ids(value: Any) -> list[uuid.UUID]:
+    """The image ids a send names, in order, each once; none when the field is absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RefusedError("bad_request", _("“attachments” must be a list of image ids."))
+    if len(value) > settings.IMAGES_PER_MESSAGE:
+        raise RefusedError(
+            "too_many_images",
+            _("At most %(count)s images can go with one message.") % {"count": settings.IMAGES_PER_MESSAGE},
+        )
+    try:
+        return list(dict.fromkeys(uuid.UUID(item) for item in value))
+    except ValueError:
+        raise RefusedError("attachment_not_found", _("An attached image is not available.")) from None
+
+
+def _attach_images(user: Any, conversation: Conversation, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """Image parts for the attachments of a send, which join the conversation. Each must be the
+    sender's and in no other conversation, and the model must take images: refused otherwise, before
+    anything is saved (the transaction rolls back) or sent upstream."""
+    if not ids:
+        return []
+    model = _model_for(user, conversation)
+    if not model.supports_vision:
+        raise RefusedError(
+            "vision_not_supported",
+            _("%(model)s does not accept images. Choose a model that does, or send text only.")
+            % {"model": model.display_name},
+        )
+    found = {
+        attachment.public_id: attachment
+        for attachment in Attachment.objects.select_for_update().filter(
+            Q(conversation__isnull=True) | Q(conversation=conversation), owner=user, public_id__in=ids
+        )
+    }
+    if len(found) != len(ids):
+        raise RefusedError("attachment_not_found", _("An attached image is not available."))
+    unattached = [attachment.pk for attachment in found.values() if attachment.conversation_id is None]
+    if unattached:
+        Attachment.objects.filter(pk__in=unattached).update(conversation=conversation)
+    return [
+        {"type": "image", "attachment": str(pk), "width": found[pk].width, "height": found[pk].height}
+        for pk in ids
+    ]
+
+
+def assistant_settings(assistant_id: Any) -> dict[str, Any]:
+    """The Conversation fields a new conversation takes from an assistant (shared with the whole
+    team); none for no assistant."""
+    if assistant_id is None:
+        return {}
+    assistant = Assistant.objects.filter(pk=assistant_id).first() if type(assistant_id) is int else None
+    if assistant is None:
+        raise RefusedError("not_found", _("No such assistant."))
+    return {
+        "model_id": assistant.model_id,
+        "system_prompt": assistant.system_prompt,
+        "parameters": assistant.parameters,
+        "tools": assistant.tools,
+    }
 
 
 @transaction.atomic

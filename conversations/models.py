@@ -261,8 +261,9 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=Role)
     status = models.CharField(max_length=16, choices=Status, default=Status.COMPLETE)
     # Canonical content, a list of typed parts: {"type": "text", "text"}, {"type": "image", "attachment"},
-    # {"type": "tool_call", "id", "name", "arguments"}, {"type": "tool_result", "tool_call_id", "content"},
-    # {"type": "reasoning", "text"}, {"type": "refusal", "text"}.
+    # {"type": "tool_call", "id", "name", "arguments"}, {"type": "tool_result", "tool_call_id", "name",
+    # "content"}, {"type": "reasoning", "text"}, {"type": "refusal", "text"}; chatsite's own notes on a
+    # reply: {"type": "json_check", ...} (json_replies.py), {"type": "context_note", "omitted_messages"}.
     parts = models.JSONField(default=list, blank=True)
     text = models.TextField(blank=True)  # plain-text projection of the parts, for search
     finish_reason = models.CharField(max_length=32, blank=True)
@@ -381,6 +382,13 @@ class Attachment(models.Model):
         return f"attachment {self.pk}"
 
 
+# What the statistics read of a usage record (statistics.py), kept in its time index on PostgreSQL.
+STATISTICS_COLUMNS = [
+    "user", "model", "provider", "source", "status", "prompt_tokens", "cached_tokens", "completion_tokens",
+    "reasoning_tokens", "cost", "time_to_first_token_ms", "duration_ms",
+]  # fmt: skip
+
+
 class UsageRecord(models.Model):
     """One upstream request: created before the call, finished exactly once (conversations/usage.py)."""
 
@@ -423,13 +431,75 @@ class UsageRecord(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Budget held for this request until it finishes: [[LimitUsage id, amount], ...] (budgets.py).
+    reservations = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [
-            models.Index(fields=["started_at"], name="usage_by_time"),
+            # Covering on PostgreSQL: the statistics pages (statistics.py) read a month of rows from
+            # the index alone (docs/usage.md). SQLite has no INCLUDE and gets the plain index.
+            models.Index(fields=["started_at"], name="usage_by_time", include=STATISTICS_COLUMNS),
             models.Index(fields=["user", "started_at"], name="usage_by_user"),
             models.Index(fields=["model", "started_at"], name="usage_by_model"),
         ]
 
     def __str__(self) -> str:
         return f"usage {self.request_id}"
+
+
+class Limit(models.Model):
+    """A budget (tokens or cost per day or month) or a rate (requests per minute) for one member, or for
+    each member of a group. Enforced by conversations/budgets.py before every upstream call."""
+
+    class Kind(models.TextChoices):
+        TOKENS = "tokens", _("tokens")
+        COST = "cost", _("cost")
+        REQUESTS = "requests", _("requests")
+
+    class Period(models.TextChoices):
+        MINUTE = "minute", _("per minute")
+        DAY = "day", _("per day")
+        MONTH = "month", _("per month")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, null=True, blank=True, related_name="limits"
+    )
+    group = models.ForeignKey(
+        Group, models.CASCADE, null=True, blank=True, related_name="+", help_text="Applies to each member."
+    )
+    kind = models.CharField(max_length=8, choices=Kind)
+    period = models.CharField(max_length=8, choices=Period)
+    amount = models.DecimalField(max_digits=16, decimal_places=6, help_text="Tokens, requests, or cost.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="limit_for_a_user_or_a_group",
+            )
+        ]
+
+    def __str__(self) -> str:
+        who = self.user or (f"group {self.group}" if self.group_id else "?")
+        return f"{self.amount.normalize():f} {self.get_kind_display()} {self.get_period_display()} ({who})"
+
+
+class LimitUsage(models.Model):
+    """What one member used and holds reserved against one limit in one window (a day, a month, a
+    minute); admission is one conditional UPDATE of this row."""
+
+    limit = models.ForeignKey(Limit, models.CASCADE, related_name="usage")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="+")
+    window_start = models.DateTimeField()
+    used = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
+    reserved = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["limit", "user", "window_start"], name="one_usage_per_window")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.limit} from {self.window_start:%Y-%m-%d %H:%M}"

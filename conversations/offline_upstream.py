@@ -11,6 +11,7 @@ top-level "offline" object in the body or as a last user message that reads `!of
     words                  N generated words (long replies)
     reasoning              text streamed first as delta.reasoning_content
     tool_calls             [{"name": ..., "arguments": {...} or "..."}], unless the last message is a tool result
+    tool_rounds N          ask for the tool_calls in N requests in a row (default 1), then answer
     pace_ms, first_byte_ms delay between deltas; delay before the response headers
     status, retry_after    fail with this HTTP status (and Retry-After); with fail_times N, only the first N
     fail_times, fail_key   requests sharing fail_key (default: the X-Request-ID) fail
@@ -21,6 +22,9 @@ top-level "offline" object in the body or as a last user message that reads `!of
     no_usage               leave out the usage chunk
     timestamps N           N deltas, each its own send time as str(time.time_ns()) + " " (benchmarks)
     cached_tokens N        reported in usage.prompt_tokens_details
+
+A body with "n": N (up to 8) is answered with N choices, each beginning "Version k of N." and streamed
+interleaved by choice index; usage counts the deltas of all of them.
     title                  for the conversation's title request (below): its exact text, or a directive
 
 A title request (conversations/titles.py: the last user message begins "Write a short title for the
@@ -56,6 +60,12 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+# What the offline models take (the chatsite extension of /models lists it; the registry stores it).
+CHAT_PARAMETERS = [
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
+    "frequency_penalty", "seed", "n", "logit_bias", "user", "tool_choice", "response_format",
+]  # fmt: skip
+
 MODELS: dict[str, dict[str, Any]] = {
     "offline-chat": {
         "display_name": "Offline demo (chat)",
@@ -64,6 +74,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "json": True,
         "reasoning": False,
         "context_window": 32768,
+        "parameters": CHAT_PARAMETERS,
     },
     "offline-vision": {
         "display_name": "Offline demo (vision)",
@@ -72,6 +83,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "json": True,
         "reasoning": False,
         "context_window": 32768,
+        "parameters": CHAT_PARAMETERS,
     },
     "offline-reasoner": {
         "display_name": "Offline demo (reasoning)",
@@ -80,6 +92,15 @@ MODELS: dict[str, dict[str, Any]] = {
         "json": True,
         "reasoning": True,
         "context_window": 65536,
+        "parameters": [
+            "max_completion_tokens",
+            "seed",
+            "n",
+            "user",
+            "reasoning_effort",
+            "tool_choice",
+            "response_format",
+        ],
     },
 }
 
@@ -116,6 +137,7 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache
 _DONE = b"data: [DONE]\n\n"
 FULL_SPEED_BATCH = 16
 MAX_WORDS = 200_000
+MAX_CHOICES = 8  # "n" above this is refused
 
 
 def error_body(status: int, message: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -400,17 +422,21 @@ async def _chat(exchange: Exchange) -> None:
     if not MODELS[model]["vision"] and any(_images(m) for m in messages):
         await exchange.fail(400, f"The model {model} does not accept images.", "image_input_not_supported")
         return
+    n = body.get("n", 1)
+    if not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+        await exchange.fail(400, f"n must be an integer from 1 to {MAX_CHOICES}.", "invalid_value")
+        return
     try:
-        reply = Reply.plan(body, messages, directive, model)
+        replies = Reply.plan(body, messages, directive, model).versions(n)
     except (TypeError, ValueError, AttributeError) as error:
         await exchange.fail(400, f"Invalid !offline directive: {error}", "invalid_directive")
         return
     prompt_tokens = _prompt_tokens(body, messages)
     if body.get("stream"):
         options = body.get("stream_options") or {}
-        await _stream(exchange, model, reply, directive, prompt_tokens, bool(options.get("include_usage")))
+        await _stream(exchange, model, replies, directive, prompt_tokens, bool(options.get("include_usage")))
     else:
-        await _complete(exchange, model, reply, directive, prompt_tokens)
+        await _complete(exchange, model, replies, directive, prompt_tokens)
 
 
 def _directive(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -557,7 +583,8 @@ class Reply:
                 "it explains that it is a demo."
             )
         after_tools = messages[-1].get("role") == "tool"
-        calls = directive.get("tool_calls") if not after_tools else None
+        rounds = int(directive.get("tool_rounds", 1))
+        calls = directive.get("tool_calls") if _tool_rounds(messages) < rounds else None
         if calls:
             return cls(split_words(reasoning or ""), [], _tool_calls(calls))
         if isinstance(directive.get("chunks"), list):
@@ -576,6 +603,17 @@ class Reply:
         if isinstance(limit, int) and 0 < limit < len(content):
             reply.content, reply.finish_reason = content[:limit], "length"
         return reply
+
+    def versions(self, n: int) -> list["Reply"]:
+        """The n choices of a request: this reply alone, or n replies that say which version they are."""
+        if n == 1 or self.tool_calls:
+            return [self]
+        versions = []
+        for k in range(1, n + 1):
+            version = Reply(list(self.reasoning), [f"Version {k} of {n}. ", *self.content], [])
+            version.finish_reason = self.finish_reason
+            versions.append(version)
+        return versions
 
     def deltas(self) -> list[dict[str, Any]]:
         deltas: list[dict[str, Any]] = [{"reasoning_content": text} for text in self.reasoning]
@@ -606,6 +644,16 @@ class Reply:
                 for c in self.tool_calls
             ]
         return message
+
+
+def _tool_rounds(messages: list[dict[str, Any]]) -> int:
+    """How many times tools were called since the last user message."""
+    rounds = 0
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            break
+        rounds += bool(message.get("role") == "assistant" and message.get("tool_calls"))
+    return rounds
 
 
 def _tool_calls(calls: list[Any]) -> list[dict[str, str]]:
@@ -791,12 +839,11 @@ def _usage(prompt: int, completion: int, reasoning: int, cached: int) -> dict[st
 
 
 async def _complete(
-    exchange: Exchange, model: str, reply: Reply, directive: dict[str, Any], prompt_tokens: int
+    exchange: Exchange, model: str, replies: list[Reply], directive: dict[str, Any], prompt_tokens: int
 ) -> None:
-    completion = len(reply.deltas())
-    usage = _usage(
-        prompt_tokens, completion, len(reply.reasoning), int(_number(directive, "cached_tokens", 0))
-    )
+    completion = sum(len(reply.deltas()) for reply in replies)
+    reasoning = sum(len(reply.reasoning) for reply in replies)
+    usage = _usage(prompt_tokens, completion, reasoning, int(_number(directive, "cached_tokens", 0)))
     if _after(directive, "drop_after") is not None:
         exchange.finish("dropped", None, _usage(prompt_tokens, 0, 0, 0))
         await exchange.start(200, [(b"content-type", b"application/json")])
@@ -809,7 +856,8 @@ async def _complete(
         "model": model,
         "system_fingerprint": "fp_offline",
         "choices": [
-            {"index": 0, "message": reply.message(), "logprobs": None, "finish_reason": reply.finish_reason}
+            {"index": i, "message": reply.message(), "logprobs": None, "finish_reason": reply.finish_reason}
+            for i, reply in enumerate(replies)
         ],
     }
     if directive.get("no_usage"):
@@ -823,16 +871,18 @@ async def _complete(
 async def _stream(
     exchange: Exchange,
     model: str,
-    reply: Reply,
+    replies: list[Reply],
     directive: dict[str, Any],
     prompt_tokens: int,
     include_usage: bool,
 ) -> None:
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    head = (
+    start = (
         f'data: {{"id":"{completion_id}","object":"chat.completion.chunk","created":{int(time.time())},'
-        f'"model":{json.dumps(model)},"system_fingerprint":"fp_offline","choices":[{{"index":0,"delta":'
+        f'"model":{json.dumps(model)},"system_fingerprint":"fp_offline","choices":[{{"index":'
     ).encode()
+    heads = [start + f'{index},"delta":'.encode() for index in range(len(replies))]
+    head = heads[0]
     tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
     timestamps = _after(directive, "timestamps")
     timestamps = None if timestamps is None else min(timestamps, MAX_WORDS)
@@ -842,11 +892,20 @@ async def _stream(
         count = total = timestamps
         reasoning_count = 0
     else:
-        deltas = reply.deltas()
-        count, reasoning_count = len(deltas), len(reply.reasoning)
-        deltas = deltas or [{"content": ""}]  # an empty reply still announces its role
-        deltas[0] = {"role": "assistant", **deltas[0]}
-        frames = [head + _dumps(delta) + tail for delta in deltas]
+        count = reasoning_count = 0
+        choices = []
+        for reply in replies:
+            deltas = reply.deltas()
+            count += len(deltas)
+            reasoning_count += len(reply.reasoning)
+            deltas = deltas or [{"content": ""}]  # an empty reply still announces its role
+            deltas[0] = {"role": "assistant", **deltas[0]}
+            choices.append(deltas)
+        # Several choices go out interleaved, as providers send them: one delta of each in turn.
+        for position in range(max(map(len, choices))):
+            for index, deltas in enumerate(choices):
+                if position < len(deltas):
+                    frames.append(heads[index] + _dumps(deltas[position]) + tail)
         total = len(frames)
     pace = _number(directive, "pace_ms", DEFAULT_PACE_MS) / 1000
     drop_after = _after(directive, "drop_after")
@@ -903,7 +962,10 @@ async def _stream(
         await exchange.body(frame)
 
     usage = sent(count)
-    ending = head + b'{},"logprobs":null,"finish_reason":"' + reply.finish_reason.encode() + b'"}]}\n\n'
+    ending = b"".join(
+        heads[index] + b'{},"logprobs":null,"finish_reason":"' + reply.finish_reason.encode() + b'"}]}\n\n'
+        for index, reply in enumerate(replies)
+    )
     if include_usage and not directive.get("no_usage"):
         usage_chunk = {
             "id": completion_id,

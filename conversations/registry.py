@@ -82,6 +82,8 @@ def capabilities_of(item: dict[str, Any], *, offline: bool = False) -> dict[str,
         }
         if isinstance(extension.get("context_window"), int) and extension["context_window"] > 0:
             fields["context_window"] = extension["context_window"]
+        if isinstance(extension.get("parameters"), list):
+            fields["supported_parameters"] = [str(name) for name in extension["parameters"]]
     if offline and OFFLINE_LABEL not in fields["display_name"].lower():
         fields["display_name"] = f"{fields['display_name']} ({OFFLINE_LABEL})"
     fields["display_name"] = fields["display_name"][:200]

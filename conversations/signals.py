@@ -9,8 +9,8 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from conversations import catalog
-from conversations.models import Attachment, ChatModel, MemberSession, Profile, Provider
+from conversations import budgets, catalog
+from conversations.models import Attachment, ChatModel, Limit, MemberSession, Profile, Provider
 
 User = get_user_model()
 
@@ -46,3 +46,5 @@ for model in (ChatModel, Provider):
     post_save.connect(catalog.changed, sender=model, dispatch_uid=f"catalog-save-{model.__name__}")
     post_delete.connect(catalog.changed, sender=model, dispatch_uid=f"catalog-delete-{model.__name__}")
 m2m_changed.connect(catalog.changed, sender=ChatModel.allowed_groups.through, dispatch_uid="catalog-groups")
+post_save.connect(budgets.changed, sender=Limit, dispatch_uid="limits-save")
+post_delete.connect(budgets.changed, sender=Limit, dispatch_uid="limits-delete")

@@ -16,7 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from conversations import context, events, upstream, usage
+from conversations import events, parameters, upstream, usage
 from conversations.messaging import ReplyPlan
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.registry import endpoint_for
@@ -72,8 +72,7 @@ def build_request(plan: ReplyPlan, reply_text: str) -> dict[str, Any]:
         ],
     }
     # Reasoning models spend tokens thinking first, and some refuse max_tokens altogether.
-    allowed = set(plan.model.supported_parameters) or context.COMMON_PARAMETERS
-    if "max_tokens" in allowed and not plan.model.supports_reasoning:
+    if "max_tokens" in parameters.supported_names(plan.model) and not plan.model.supports_reasoning:
         payload["max_tokens"] = MAX_TOKENS
     return payload
 

@@ -15,9 +15,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from conversations.context import COMMON_PARAMETERS
 from conversations.messaging import TITLE_CHARS
 from conversations.models import Conversation, Message
+from conversations.parameters import valid_subset
 
 FORMAT = "chatsite.conversation"
 VERSION = 1
@@ -208,11 +208,7 @@ def _read_chatsite(document: dict[str, Any]) -> ConversationDraft:
         current=None if current is None else _key(current),
         system_prompt=_text(conversation.get("system_prompt"), SYSTEM_PROMPT_MAX_CHARS),
         # Only what a member could have set: an edited file must not smuggle other request fields.
-        parameters={
-            name: value
-            for name, value in (parameters.items() if isinstance(parameters, dict) else [])
-            if name in COMMON_PARAMETERS and isinstance(value, int | float | str | list)
-        },
+        parameters=valid_subset(parameters),
         model_name=_text(conversation.get("model")),
         created_at=parse_time(conversation.get("created_at")),
     )
@@ -259,6 +255,10 @@ def _chatsite_parts(parts: Any) -> list[dict[str, Any]]:
         elif kind == "image":
             # The image file is not in the export, and the attachment it names is not the importer's.
             continue
+        elif kind == "context_note":
+            continue  # about one request that was sent (context_budget.py), not content
+        elif kind == "json_check":
+            continue  # a verdict on the reply against the format its request asked for (json_replies.py)
         else:
             raise broken(_("a message has a part of an unknown type."))
     return clean

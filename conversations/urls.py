@@ -1,6 +1,15 @@
 from django.urls import path
 
-from conversations import account_views, folder_views, health, transfer_views, views
+from conversations import (
+    account_views,
+    assistant_views,
+    attachment_views,
+    folder_views,
+    health,
+    statistics_pages,
+    transfer_views,
+    views,
+)
 
 urlpatterns = [
     # The chat
@@ -11,10 +20,14 @@ urlpatterns = [
     path(
         "api/conversations/<uuid:public_id>/restore/", views.conversation_restore, name="conversation_restore"
     ),
+    path("api/assistants/", assistant_views.assistant_list, name="assistant_list"),
+    path("api/assistants/<int:assistant_id>/", assistant_views.assistant_detail, name="assistant_detail"),
     path("api/folders/", folder_views.folder_list, name="folder_list"),
     path("api/folders/<int:folder_id>/", folder_views.folder_detail, name="folder_detail"),
     path("api/conversations/import/", transfer_views.import_conversations, name="conversation_import"),
     path("api/conversations/<uuid:public_id>/export/", transfer_views.export, name="conversation_export"),
+    path("api/attachments/", attachment_views.upload, name="attachment_upload"),
+    path("attachments/<uuid:public_id>/", attachment_views.serve, name="attachment"),
     # Accounts
     path("login/", account_views.login, name="login"),
     path("logout/", account_views.logout, name="logout"),
@@ -24,6 +37,7 @@ urlpatterns = [
     path("account/", account_views.account_settings, name="account_settings"),
     path("account/password/", account_views.change_password, name="change_password"),
     path("account/theme/", account_views.choose_theme, name="account_theme"),
+    path("account/usage/", statistics_pages.my_usage, name="my_usage"),
     # Operations
     path("health/", health.health, name="health"),
 ]

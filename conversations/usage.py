@@ -8,6 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from conversations import budgets
 from conversations.models import ChatModel, UsageRecord
 
 MILLION = Decimal(1_000_000)
@@ -87,6 +88,7 @@ def finish(
 ) -> bool:
     """Finish the record once. A conditional UPDATE, so a second finisher (the sweeper after a crash,
     say) changes nothing; returns whether this call was the one."""
+    cost = cost_of(record, tokens)
     changed = UsageRecord.objects.filter(pk=record.pk, status=UsageRecord.Status.STARTED).update(
         status=status,
         error_code=error_code,
@@ -95,9 +97,11 @@ def finish(
         completion_tokens=tokens.completion,
         reasoning_tokens=tokens.reasoning,
         estimated=tokens.estimated,
-        cost=cost_of(record, tokens),
+        cost=cost,
         time_to_first_token_ms=time_to_first_token_ms,
         duration_ms=duration_ms,
         finished_at=timezone.now(),
     )
+    if changed:
+        budgets.settle(record, tokens.prompt + tokens.completion, cost)
     return changed == 1

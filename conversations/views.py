@@ -7,6 +7,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -19,11 +20,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import catalog, events, listing, search
-from conversations.models import ChatModel, Conversation, Folder
+from conversations import catalog, events, listing, parameters, search, tools
+from conversations.models import Assistant, ChatModel, Conversation, Folder
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
-SYSTEM_PROMPT_MAX_CHARS = 32_000
+SYSTEM_PROMPT_MAX_CHARS = parameters.SYSTEM_PROMPT_MAX_CHARS
 # Stands in for a conversation id in the URL patterns handed to the page.
 _ANY_ID = uuid.UUID(int=0)
 
@@ -51,6 +52,9 @@ def api_view(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
             return _error("not_found", _("No such conversation."), status=404)
         except BadRequest as error:
             return _error(error.code, error.detail, status=error.status)
+        except parameters.ParameterError as error:
+            body = {"code": error.code, "detail": error.detail, "parameter": error.parameter}
+            return JsonResponse({"error": body}, status=400)
 
     return wrapper
 
@@ -88,10 +92,15 @@ def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpRes
         "folders": folders,
         "models": [_model_choice(model) for model in models],
         "default_model": _default_model(request, models),
+        "tools": tools.available_tool_names(),
+        "assistants": [assistant_data(assistant) for assistant in Assistant.objects.all()],
         "limits": {
             "title_max_chars": TITLE_MAX_CHARS,
             "search_max_chars": search.MAX_QUERY_CHARS,
             "folder_name_max_chars": Folder._meta.get_field("name").max_length,
+            "system_prompt_max_chars": SYSTEM_PROMPT_MAX_CHARS,
+            "image_max_bytes": settings.IMAGE_MAX_BYTES,
+            "images_per_message": settings.IMAGES_PER_MESSAGE,
         },
         "urls": {
             "chat": reverse("chat"),
@@ -103,6 +112,10 @@ def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpRes
             "folder_list": reverse("folder_list"),
             "folder_detail": reverse("folder_detail", args=[0]),
             "conversation_import": reverse("conversation_import"),
+            "attachment_upload": reverse("attachment_upload"),
+            "attachment": reverse("attachment", args=[_ANY_ID]),
+            "assistant_list": reverse("assistant_list"),
+            "assistant_detail": reverse("assistant_detail", args=[0]),
             "login": reverse("login"),
             "socket": "/ws/chat/",
         },
@@ -118,7 +131,39 @@ def _model_choice(model: ChatModel) -> dict[str, Any]:
     label = model.display_name
     if offline and "offline" not in label.lower():
         label = _("Offline demo (%(name)s)") % {"name": label}
-    return {"id": model.pk, "label": label, "offline": offline}
+    return {
+        "id": model.pk,
+        "label": label,
+        "offline": offline,
+        # What the settings panel shows for this model (conversations/parameters.py).
+        "parameters": parameters.supported_names(model),
+        "tools": model.supports_tools,
+        "vision": model.supports_vision,  # whether images may be attached
+    }
+
+
+def assistant_data(assistant: Assistant) -> dict[str, Any]:
+    return {
+        "id": assistant.pk,
+        "name": assistant.name,
+        "description": assistant.description,
+        "system_prompt": assistant.system_prompt,
+        "model": assistant.model_id,
+        "parameters": assistant.parameters,
+        "tools": assistant.tools,
+        "created_by": assistant.created_by_id,
+    }
+
+
+def conversation_detail_data(conversation: Conversation) -> dict[str, Any]:
+    """The sidebar's summary and what the settings panel edits: model, system prompt, parameters, tools."""
+    return {
+        **events.conversation_summary(conversation),
+        "model": conversation.model_id,
+        "system_prompt": conversation.system_prompt,
+        "parameters": conversation.parameters,
+        "tools": conversation.tools,
+    }
 
 
 def _default_model(request: HttpRequest, models: list[ChatModel]) -> int | None:
@@ -172,9 +217,22 @@ def ui_strings() -> dict[str, str]:
         "error": _("The reply failed."),
         "thinking": _("Writing…"),
         "reasoning": _("Reasoning"),
+        "thinking_for": _("Thinking… %(seconds)s s"),
+        "thought_for": _("Thought for %(seconds)s s"),
+        "json_valid": _("Valid JSON"),
+        "json_matches_schema": _("Matches schema"),
+        "json_not_json": _("Not valid JSON"),
+        "json_not_object": _("Not a JSON object"),
+        "json_schema_mismatch": _("Does not match the schema"),
+        "json_schema_invalid": _("The schema is not valid"),
+        "json_root": _("(whole reply)"),
+        "json_more_errors": _("…and %(count)s more"),
         "tool_call": _("Tool call: %(name)s"),
         "tool_result": _("Tool result"),
+        "tool_result_of": _("Tool result: %(name)s"),
         "image": _("[image]"),
+        "context_note_one": _("1 earlier message was left out to fit the model's context window."),
+        "context_note": _("%(count)s earlier messages were left out to fit the model's context window."),
         "blocked_image": _("[image not shown: %(alt)s]"),
         "blocked_image_no_alt": _("[image not shown]"),
         "empty_title": _("How can I help?"),
@@ -189,6 +247,21 @@ def ui_strings() -> dict[str, str]:
         "offline_hint": _("Replies come from the built-in offline demo, not from a real model."),
         "no_matches": _("No conversation matches."),
         "importing": _("Importing…"),
+        "settings_saved": _("Settings saved."),
+        "invalid_json": _("%(field)s is not valid JSON."),
+        "assistant_saved": _("Assistant “%(name)s” saved."),
+        "assistant_name_needed": _("Give the assistant a name."),
+        "no_assistant": _("No assistant"),
+        "call_tool": _("Call %(name)s"),
+        "attach_images": _("Attach images"),
+        "attached_image": _("Attached image"),
+        "remove_image": _("Remove image"),
+        "uploading_image": _("Uploading image…"),
+        "image_failed": _("The image could not be attached."),
+        "image_needs_vision": _("This model does not accept images. Choose a model that does."),
+        "too_many_images": _("At most %(count)s images can go with one message."),
+        "image_too_large": _("The image is larger than %(limit)s MB."),
+        "drop_images": _("Drop images to attach them"),
     }
 
 
@@ -248,9 +321,12 @@ def _search_query(request: HttpRequest) -> str:
 
 
 @never_cache
-@require_http_methods(["PATCH", "DELETE"])
+@require_http_methods(["GET", "PATCH", "DELETE"])
 @api_view
 def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonResponse:
+    if request.method == "GET":
+        conversation = conversation_or_404(request, public_id)
+        return JsonResponse({"conversation": conversation_detail_data(conversation)})
     if request.method == "DELETE":
         with transaction.atomic():
             conversation = conversation_or_404(request, public_id)
@@ -268,6 +344,11 @@ def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
             changes["folder"] = own_folder(request, changes["folder"])
             if changes["folder"] is None:
                 raise BadRequest("unknown_folder", _("No such folder."))
+        if "parameters" in changes or "tools" in changes:
+            # tool_choice may name only a tool that is on, whichever of the two changed.
+            parameters.validate(
+                changes.get("parameters", conversation.parameters), changes.get("tools", conversation.tools)
+            )
         if "title" in changes:
             # A renamed conversation is one the member is working with: it moves to the top.
             changes["updated_at"] = timezone.now()
@@ -276,15 +357,7 @@ def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
         if changes:
             conversation.save(update_fields=list(changes))
             events.announce_conversation("updated", conversation)
-    return JsonResponse(
-        {
-            "conversation": {
-                **events.conversation_summary(conversation),
-                "model": conversation.model_id,
-                "system_prompt": conversation.system_prompt,
-            }
-        }
-    )
+    return JsonResponse({"conversation": conversation_detail_data(conversation)})
 
 
 @never_cache
@@ -320,7 +393,7 @@ def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
 
 def _clean_changes(request: HttpRequest) -> dict[str, Any]:
     """The fields a PATCH may change, checked for type and length; unknown fields are refused."""
-    body = json_body(request, {"title", "pinned", "model", "system_prompt", "folder"})
+    body = json_body(request, {"title", "pinned", "model", "system_prompt", "folder", "parameters", "tools"})
 
     changes: dict[str, Any] = {}
     if "title" in body:
@@ -356,6 +429,10 @@ def _clean_changes(request: HttpRequest) -> dict[str, Any]:
                 % {"count": SYSTEM_PROMPT_MAX_CHARS},
             )
         changes["system_prompt"] = body["system_prompt"]
+    if "tools" in body:
+        changes["tools"] = parameters.validate_tools(body["tools"])
+    if "parameters" in body:
+        changes["parameters"] = parameters.validate(body["parameters"])
     return changes
 
 

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from conversations import catalog
+from conversations import budgets, catalog
 
 pytest_plugins = [
     "tests.fixtures.users",
@@ -33,6 +33,7 @@ def fresh_model_catalog():
     """The test database is emptied between tests without signals: the catalog must not keep the
     models of an earlier test."""
     catalog.changed()
+    budgets.changed()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -173,6 +173,8 @@ def test_the_jump_button_is_reachable_by_keyboard(open_chat):
 
     chat.composer.focus()
     chat.page.keyboard.press("Shift+Tab")
+    expect(chat.page.get_by_role("button", name="Attach images")).to_be_focused()  # in the composer
+    chat.page.keyboard.press("Shift+Tab")
     expect(jump_button(chat)).to_be_focused()
     chat.page.keyboard.press("Enter")
 

@@ -254,7 +254,9 @@ def test_imported_messages_of_every_kind_are_inert(guarded, mallory, hostile_mod
     expect(thread.locator("details.reasoning pre")).to_have_text(hostile.SYSTEM_TEXT)
     expect(thread.locator(".refusal")).to_have_text(hostile.REFUSAL)
     expect(thread.locator("details.tool summary").first).to_contain_text(hostile.TOOL_NAME)
-    expect(thread.locator("details.tool pre").first).to_have_text(hostile.TOOL_ARGUMENTS)
+    # Arguments are shown indented: the same JSON, as text.
+    arguments = thread.locator("details.tool pre").first
+    expect(arguments).to_have_text(json.dumps(json.loads(hostile.TOOL_ARGUMENTS), indent=2))
     expect(thread.locator("details.tool pre").last).to_have_text(hostile.TOOL_RESULT)
     expect(thread.locator(".notice-detail")).to_have_text(hostile.ERROR_DETAIL)
     expect(thread.locator(".message-assistant").last).to_contain_text("failed partly")

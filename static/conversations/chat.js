@@ -2,7 +2,9 @@
 // The protocol is docs/websocket.md; the page's first data comes from conversations/views.py.
 
 import { conversationApi } from "./api.js";
+import { AttachmentTray } from "./attachments.js";
 import { Drawer, Sidebar } from "./sidebar.js";
+import { SettingsPanel } from "./settings.js";
 import { ChatSocket, ReplySequencer, socketUrl } from "./socket.js";
 import { Thread } from "./thread.js";
 import { Toast } from "./toast.js";
@@ -51,6 +53,8 @@ const api = conversationApi(data);
 
 // --- Pieces ---------------------------------------------------------------------------------------
 
+const toast = new Toast($("toast-region"));
+
 // On a phone the sidebar is a drawer behind the menu button.
 const drawer = new Drawer({
   chat: $("chat"),
@@ -74,6 +78,25 @@ const thread = new Thread({
   onJump: focusComposer,
   onOlder: (before) =>
     socket.send({ type: "history", conversation: state.selected, before, ref: HISTORY_REF }),
+  imageUrl: (id) => urlFor(data.urls.attachment, id),
+});
+
+// Images attached in the composer (attachments.js): uploaded at once, named by id in the send.
+const attachments = new AttachmentTray({
+  composer: ui.composer,
+  tray: $("attachment-tray"),
+  button: $("attach-button"),
+  fileInput: $("attach-file"),
+  dropZone: ui.composer.closest(".pane"),
+  pasteTarget: ui.input,
+  strings,
+  limits: data.limits,
+  uploadUrl: data.urls.attachment_upload,
+  loginUrl: data.urls.login,
+  onChange: () => updateComposer(),
+  // An earlier refusal no longer applies once another image is on its way.
+  onUpload: () => hideError(),
+  onError: (text) => showError(text),
 });
 
 const sidebar = new Sidebar({
@@ -89,7 +112,7 @@ const sidebar = new Sidebar({
     newButton: $("new-folder"),
     nameMaxChars: data.limits.folder_name_max_chars,
   },
-  toast: new Toast($("toast-region")),
+  toast,
   searchInput: $("conversation-search"),
   resultsList: $("search-results"),
   searchStatus: $("search-status"),
@@ -141,9 +164,11 @@ function isShown(message) {
 /** The first answer about a conversation this tab started: from now on it is the one shown. */
 function adoptNewConversation(id) {
   state.selected = id;
+  if (state.pendingSend?.images) attachments.clear();
   settleSend();
   window.history.replaceState({ id }, "", urlFor(data.urls.conversation, id));
   sidebar.setActive(id);
+  settings.reset();
 }
 
 function requestResync() {
@@ -187,6 +212,7 @@ const handlers = {
     if (pending && (message.ref === pending.ref || (isShown(message) && created.role === "user"))) {
       if (pending.newChat && state.selected === null) adoptNewConversation(message.conversation);
       answersEdit = pending.edit === true;
+      if (pending.images) attachments.clear();
       settleSend();
     }
     if (!isShown(message)) return;
@@ -207,7 +233,9 @@ const handlers = {
     if (!isShown(message) || !thread.has(message.message)) return;
     const verdict = sequencer.accept(message.message, message.seq);
     if (verdict === "apply") {
-      if (!thread.appendDelta(message.message, message.content, message.reasoning)) requestResync();
+      if (!thread.appendDelta(message.message, message.content, message.reasoning, message.parts)) {
+        requestResync();
+      }
     } else if (verdict === "resync") {
       requestResync();
     }
@@ -289,6 +317,7 @@ function openConversation(id, { push }) {
   thread.clear();
   setTitle(sidebar.get(id)?.title || "");
   sidebar.setActive(id);
+  settings.showAssistantChoice();
   socket.send({ type: "subscribe", conversation: id });
   focusComposer();
 }
@@ -303,6 +332,7 @@ function openNewChat({ push }) {
   setTitle("");
   sidebar.setActive(null);
   setPickedModel(data.default_model);
+  settings.reset();
   focusComposer();
 }
 
@@ -336,21 +366,31 @@ function sendFrame(frame) {
 
 function submit() {
   const text = ui.input.value.trim();
-  if (!text || thread.liveReply() || state.pendingSend) return;
+  const images = attachments.ids();
+  if ((!text && !images.length) || thread.liveReply() || state.pendingSend || attachments.busy()) return;
+  if (images.length && !data.models.find((model) => model.id === state.model)?.vision) {
+    showError(strings.image_needs_vision);
+    return;
+  }
   if (state.maxTextChars && text.length > state.maxTextChars) {
     showError(strings.too_long);
     return;
   }
   const ref = `c${++state.refCount}`;
   const frame = { type: "send", conversation: state.selected, text, ref };
+  if (images.length) frame.attachments = images;
   if (state.selected === null) {
     // Not in docs/websocket.md v1 yet: the model a new conversation starts with.
     if (state.model) frame.model = state.model;
+    // The assistant it starts from and the settings chosen before this first message (settings.js).
+    Object.assign(frame, settings.newConversationFields());
   } else if (thread.leaf) {
     frame.parent = thread.leaf.id;
   }
   if (!sendFrame(frame)) return;
-  state.pendingSend = { ref, text: ui.input.value, newChat: state.selected === null };
+  // The images stay in the tray until the message is saved: a refused send keeps them.
+  const newChat = state.selected === null;
+  state.pendingSend = { ref, text: ui.input.value, newChat, images: images.length > 0 };
   // Never stuck: a send the server did not answer may be tried again.
   state.sendTimer = setTimeout(settleSend, SEND_TIMEOUT_MS);
   ui.input.value = "";
@@ -444,7 +484,8 @@ function updateComposer() {
   const waiting = state.pendingSend !== null;
   ui.stop.hidden = !live;
   ui.send.hidden = live;
-  ui.send.disabled = waiting || !ui.input.value.trim() || ui.picker.value === "";
+  const empty = !ui.input.value.trim() && !attachments.count();
+  ui.send.disabled = waiting || empty || attachments.busy() || ui.picker.value === "";
 }
 
 // --- Model picker ---------------------------------------------------------------------------------
@@ -506,6 +547,22 @@ function showError(text) {
 function hideError() {
   ui.error.hidden = true;
 }
+
+// --- Settings and assistants (settings.js) --------------------------------------------------------
+
+const settings = new SettingsPanel({
+  data,
+  strings,
+  openButton: $("settings-button"),
+  assistantChoice: $("assistant-choice"),
+  assistantPicker: $("assistant-picker"),
+  selected: () => state.selected,
+  model: () => state.model,
+  onAssistant: (assistant) => {
+    if (assistant?.model) setPickedModel(assistant.model);
+  },
+  onSaved: (text) => toast.show(text),
+});
 
 // --- Export and import ----------------------------------------------------------------------------
 

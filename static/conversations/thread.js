@@ -1,6 +1,9 @@
 // The messages of the selected path: rendering, live replies and the controls on each message.
 
+import { messageImage } from "./attachments.js";
 import { format, icon, iconButton } from "./dom.js";
+import { isCheckedAnswer, jsonCheckOf, jsonVerdict, renderJsonReply } from "./json_view.js";
+import { reasoningDetails } from "./reasoning.js";
 import { renderMarkdown, renderPlainText } from "./render.js";
 
 const LIVE = new Set(["pending", "streaming"]);
@@ -31,9 +34,10 @@ export class Thread {
    *          actions: {regenerate: (id: number) => void, select: (id: number) => void,
    *                    edit: (id: number, text: string) => boolean},
    *          onChange: () => void, onJump: () => void,
-   *          onOlder: (before: number) => boolean}} options
+   *          onOlder: (before: number) => boolean,
+   *          imageUrl?: (id: string) => string}} options  imageUrl: where a message's image is read
    */
-  constructor({ log, scroller, emptyState, strings, actions, onChange, onJump, onOlder }) {
+  constructor({ log, scroller, emptyState, strings, actions, onChange, onJump, onOlder, imageUrl }) {
     this.log = log;
     this.scroller = scroller;
     this.emptyState = emptyState;
@@ -42,6 +46,7 @@ export class Thread {
     this.onChange = onChange;
     this.onJump = onJump;
     this.onOlder = onOlder;
+    this.imageUrl = imageUrl;
     this.loadingOlder = false;
     this.messages = [];
     this.elements = new Map();
@@ -125,12 +130,16 @@ export class Thread {
     return true;
   }
 
-  /** Append one delta's text to a live reply; drawn on the next frame, not now. */
-  appendDelta(id, content, reasoning) {
+  /**
+   * Append one delta to a live reply: its text, then its tool calls or results (`parts`), after
+   * which text begins a new part. Drawn on the next frame, not now.
+   */
+  appendDelta(id, content, reasoning, parts) {
     const message = this.messages.find((m) => m.id === id);
     if (!message) return false;
     if (reasoning) appendPart(message, "reasoning", reasoning);
     if (content) appendPart(message, "text", content);
+    if (Array.isArray(parts)) message.parts.push(...parts);
     if (message.status === "pending") {
       message.status = "streaming";
       this.elements.get(id)?.classList.replace("status-pending", "status-streaming");
@@ -410,28 +419,34 @@ export class Thread {
         if (message.role === "user") {
           block.className = "plain-text";
           renderPlainText(block, part.text);
+        } else if (isCheckedAnswer(message, part)) {
+          block.className = "markdown json-reply";
+          renderJsonReply(block, part.text, jsonCheckOf(message), s);
         } else {
           block.className = "markdown";
           renderMarkdown(block, part.text, s);
         }
         nodes.push(block);
       } else if (part.type === "reasoning") {
-        nodes.push(details(s.reasoning, part.text, "reasoning"));
+        const key = `${message.id}:${message.parts.indexOf(part)}`;
+        nodes.push(reasoningDetails(key, part.text, isLive(message) && !textOf(message), s));
+      } else if (part.type === "json_check") {
+        nodes.push(jsonVerdict(part, s));
       } else if (part.type === "refusal") {
         const refusal = document.createElement("p");
         refusal.className = "refusal";
         refusal.textContent = part.text;
         nodes.push(refusal);
       } else if (part.type === "tool_call") {
-        nodes.push(details(format(s.tool_call, { name: part.name }), part.arguments, "tool"));
+        nodes.push(details(format(s.tool_call, { name: part.name }), readableJson(part.arguments), "tool tool-call"));
       } else if (part.type === "tool_result") {
         const content = typeof part.content === "string" ? part.content : JSON.stringify(part.content);
-        nodes.push(details(s.tool_result, content, "tool"));
+        const summary = part.name ? format(s.tool_result_of, { name: part.name }) : s.tool_result;
+        nodes.push(details(summary, readableJson(content), "tool tool-result"));
+      } else if (part.type === "context_note") {
+        nodes.push(contextNote(part.omitted_messages, s));
       } else if (part.type === "image") {
-        const placeholder = document.createElement("span");
-        placeholder.className = "image-placeholder";
-        placeholder.textContent = s.image;
-        nodes.push(placeholder);
+        nodes.push(messageImage(part, s, this.imageUrl));
       }
     }
     if (message.role === "assistant" && isLive(message) && !textOf(message)) {
@@ -546,6 +561,16 @@ function appendPart(message, type, text) {
   }
 }
 
+/** A tool's arguments or output: indented when it is JSON, as it came otherwise. */
+function readableJson(text) {
+  try {
+    const value = JSON.parse(text);
+    return typeof value === "object" && value !== null ? JSON.stringify(value, null, 2) : text;
+  } catch {
+    return text;
+  }
+}
+
 function details(summaryText, content, className) {
   const element = document.createElement("details");
   element.className = className;
@@ -554,6 +579,15 @@ function details(summaryText, content, className) {
   const pre = document.createElement("pre");
   pre.textContent = content || "";
   element.append(summary, pre);
+  return element;
+}
+
+/** Above a reply: how many earlier messages were not sent to fit the model's context window. */
+function contextNote(count, strings) {
+  const element = document.createElement("p");
+  element.className = "context-note";
+  const number = Number(count) || 0;
+  element.textContent = number === 1 ? strings.context_note_one : format(strings.context_note, { count: number });
   return element;
 }
 
