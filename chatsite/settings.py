@@ -188,6 +188,8 @@ IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_MAX_SIDE = envint("IMAGE_MAX_SIDE", 2048)
 IMAGE_PNG_MAX_BYTES = envint("IMAGE_PNG_MAX_BYTES", 1536 * 1024)
 IMAGES_PER_MESSAGE = envint("IMAGES_PER_MESSAGE", 4)
+# Images uploaded and not sent yet that one member may hold (older than a day, they go).
+IMAGES_PENDING_PER_MEMBER = envint("IMAGES_PENDING_PER_MEMBER", 50)
 
 # --- Auth and sessions ----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

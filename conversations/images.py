@@ -23,10 +23,12 @@ import struct
 import uuid
 import zlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
@@ -40,6 +42,8 @@ OPENED_AS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP", "GIF":
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 QUALITY = 85
+MAX_JPEG_SCANS = 100
+UNSENT_KEPT = timedelta(days=1)
 # A sniffing browser or an archive tool would take these for a page or a ZIP inside an image.
 MARKUP = re.compile(
     rb"<\s*(?:script|html|body|iframe|svg|object|embed|!doctype|\?php)|PK\x03\x04|PK\x05\x06", re.IGNORECASE
@@ -94,6 +98,12 @@ def truncated() -> ImageRefused:
     return ImageRefused("image_truncated", _("The image file is incomplete."))
 
 
+def too_complex() -> ImageRefused:
+    return ImageRefused(
+        "image_too_complex", _("The image is encoded in too many passes to be read. Save it again and retry.")
+    )
+
+
 def unreadable() -> ImageRefused:
     return ImageRefused("image_unreadable", _("The image could not be read."))
 
@@ -142,7 +152,19 @@ def clean(data: bytes) -> CleanImage:
 
 
 def save_upload(owner: Any, data: bytes) -> Attachment:
-    """Clean an upload and store it under a generated name, not yet part of a conversation."""
+    """Clean an upload and store it under a generated name, not yet part of a conversation.
+
+    Images uploaded but never sent (removed from the composer, a closed tab) go after a day, when
+    their owner next uploads; until then a member may hold IMAGES_PENDING_PER_MEMBER of them, so that
+    uploads cannot fill the disk."""
+    unsent = Attachment.objects.filter(owner=owner, conversation__isnull=True)
+    unsent.filter(created_at__lt=timezone.now() - UNSENT_KEPT).delete()  # the files go with them (signals)
+    if unsent.count() >= settings.IMAGES_PENDING_PER_MEMBER:
+        raise ImageRefused(
+            "too_many_pending_images",
+            _("%(count)s images are waiting to be sent. Send them, or try again tomorrow.")
+            % {"count": settings.IMAGES_PENDING_PER_MEMBER},
+        )
     image = clean(data)
     return Attachment.objects.create(
         owner=owner,
@@ -293,6 +315,7 @@ def _jpeg_layout(data: bytes) -> list[bytes]:
 
 def _jpeg_picture(data: bytes, offset: int, metadata: list[bytes]) -> int:
     """Walk one picture's segments from after its SOI; return the offset after its EOI."""
+    scans = 0
     while True:
         if offset + 2 > len(data):
             raise truncated()
@@ -314,7 +337,15 @@ def _jpeg_picture(data: bytes, offset: int, metadata: list[bytes]) -> int:
             raise truncated()
         if 0xE0 <= marker <= 0xEF or marker == 0xFE:  # APPn (EXIF, XMP, ICC) and comments
             metadata.append(data[offset + 4 : end])
-        offset = _jpeg_scan_end(data, end) if marker == 0xDA else end
+        if marker == 0xDA:
+            # libjpeg decodes every scan over the whole picture: a file of a thousand tiny scans costs
+            # minutes of CPU. Progressive JPEGs from cameras and encoders have about ten.
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise too_complex()
+            offset = _jpeg_scan_end(data, end)
+        else:
+            offset = end
 
 
 def _jpeg_scan_end(data: bytes, offset: int) -> int:

@@ -18,11 +18,11 @@ ipv4, ipv6, uuid, regex; others, such as date-time and uri, pass unchecked).
 """
 
 import json
-import re
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+import referencing.exceptions
+
+from conversations import schemas
 
 PART_TYPE = "json_check"
 TOOL_PARTS = {"tool_call", "tool_result"}
@@ -30,14 +30,23 @@ MAX_ERRORS = 20
 # Counting stops here: a long array that breaks the schema in every item need not be walked to the end.
 MAX_COUNTED_ERRORS = 1000
 MAX_MESSAGE_CHARS = 300
-# Models often wrap JSON in a Markdown fence although asked for JSON alone.
-_FENCE = re.compile(r"\A\s*```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
+# Longer replies are not checked: parsing and validating them in the shared database thread would
+# hold up every other member's saves.
+MAX_CHECKED_CHARS = 1_000_000
 
 
 def unfenced(text: str) -> str:
-    """The text inside a ```json fence that wraps the whole reply, else the text."""
-    match = _FENCE.match(text)
-    return match.group(1) if match else text
+    """The text inside a ```json fence that wraps the whole reply, else the text. (Models often wrap
+    JSON in a fence although asked for JSON alone.) String operations, not a regex: a backtracking
+    pattern over a long reply of spaces took seconds."""
+    stripped = text.strip()
+    if len(stripped) < 6 or not (stripped.startswith("```") and stripped.endswith("```")):
+        return text
+    opening, newline, inside = stripped[3:-3].partition("\n")
+    if not newline or opening.strip(" \t") not in ("", "json", "JSON"):
+        return text
+    inside = inside.rstrip(" \t")
+    return inside.removesuffix("\n")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -59,17 +68,6 @@ def _short(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
-def schema_problem(schema: Any) -> str | None:
-    """Why a schema is not a valid JSON Schema 2020-12 (for the settings form), or None."""
-    if not isinstance(schema, dict):
-        return "The schema must be a JSON object."
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as error:
-        return _short(f"{_pointer(error.absolute_path) or '/'}: {error.message}")
-    return None
-
-
 def check(text: str, response_format: Any) -> dict[str, Any] | None:
     """The json_check part for a reply, or None when the reply was not asked for as JSON."""
     if not isinstance(response_format, dict):
@@ -85,9 +83,22 @@ def check(text: str, response_format: Any) -> dict[str, Any] | None:
         result["name"] = str(spec.get("name", "")) if isinstance(spec, dict) else ""
     errors: list[dict[str, str]] = []
     more = 0
+    if len(text) > MAX_CHECKED_CHARS:
+        too_long = f"The reply is longer than {MAX_CHECKED_CHARS:,} characters and was not checked."
+        return {
+            **result,
+            "parsed": False,
+            "valid": False,
+            "errors": [],
+            "more_errors": 0,
+            "schema_error": too_long,
+        }
     try:
         value = json.loads(unfenced(text), parse_constant=_refuse_constant)
         parsed = True
+    except RecursionError:
+        parsed = False
+        errors.append({"path": "", "code": "not_json", "message": "The JSON is nested too deeply."})
     except json.JSONDecodeError as error:
         parsed = False
         detail = f"{error.msg} (line {error.lineno}, column {error.colno})"
@@ -98,11 +109,16 @@ def check(text: str, response_format: Any) -> dict[str, Any] | None:
     if parsed and mode == "json_object" and not isinstance(value, dict):
         errors.append({"path": "", "code": "not_object", "message": "The reply is not a JSON object."})
     if parsed and schema is not None:
-        problem = schema_problem(schema)
+        problem = schemas.problem(schema)
+        if problem is None:
+            try:
+                errors, more = _validate(value, schema)
+            except (RecursionError, referencing.exceptions.Unresolvable) as error:
+                # Nested deeper than the validator goes, or a ref saved before refs were checked: the
+                # reply is saved all the same, with the reason instead of a verdict.
+                problem = _short(f"The reply could not be checked: {type(error).__name__}")
         if problem:
             result["schema_error"] = problem
-        else:
-            errors, more = _validate(value, schema)
     result.update(
         parsed=parsed,
         valid=parsed and not errors and "schema_error" not in result,
@@ -113,7 +129,7 @@ def check(text: str, response_format: Any) -> dict[str, Any] | None:
 
 
 def _validate(value: Any, schema: dict[str, Any]) -> tuple[list[dict[str, str]], int]:
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = schemas.validator(schema)
     found = []
     for error in validator.iter_errors(value):
         found.append(error)

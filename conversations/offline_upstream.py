@@ -585,6 +585,8 @@ class Reply:
         after_tools = messages[-1].get("role") == "tool"
         rounds = int(directive.get("tool_rounds", 1))
         calls = directive.get("tool_calls") if _tool_rounds(messages) < rounds else None
+        if calls is None and not directive and messages[-1].get("role") == "user":
+            calls = _natural_tool_calls(user_text, body.get("tools") or [])
         if calls:
             return cls(split_words(reasoning or ""), [], _tool_calls(calls))
         if isinstance(directive.get("chunks"), list):
@@ -644,6 +646,24 @@ class Reply:
                 for c in self.tool_calls
             ]
         return message
+
+
+# Arithmetic in a message ("What is 17 * (3 + 4)?"): digits and operators, at least one operator.
+_ARITHMETIC = re.compile(r"[-+(]*\d[\d.]*(?:\s*(?:\*\*|[-+*/%^])\s*[-+(]*\d[\d.]*\)*)+")
+_TIME_WORDS = re.compile(r"\b(?:time|date|today|clock)\b|时间|几点|日期", re.IGNORECASE)
+_ZONE = re.compile(r"\b[A-Z][A-Za-z_]+/[A-Z][A-Za-z_]+\b")
+
+
+def _natural_tool_calls(text: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """What a real model would do with the demo's tools when the member just asks: the calculator
+    for arithmetic, the clock for the time (in a zone the message names, else UTC)."""
+    offered = {(tool.get("function") or {}).get("name") for tool in tools if isinstance(tool, dict)}
+    if "calculator" in offered and (match := _ARITHMETIC.search(text)):
+        return [{"name": "calculator", "arguments": {"expression": match.group().replace("^", "**")}}]
+    if "current_time" in offered and _TIME_WORDS.search(text):
+        zone = _ZONE.search(text)
+        return [{"name": "current_time", "arguments": {"timezone": zone.group() if zone else "UTC"}}]
+    return None
 
 
 def _tool_rounds(messages: list[dict[str, Any]]) -> int:

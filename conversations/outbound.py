@@ -74,6 +74,7 @@ def is_public(address: Address) -> bool:
             or candidate.is_multicast
             or candidate.is_reserved
             or candidate.is_unspecified
+            or (candidate.version == 6 and candidate.is_site_local)
         ):
             return False
     return True
@@ -152,7 +153,12 @@ async def _post(
             same_origin = (target.scheme, target.host, target.port) == (first.scheme, first.host, first.port)
             port = target.port or (443 if target.scheme == "https" else 80)
             address = await checked_address(target.host, port, allow_private and target.host == first.host)
-            request_headers = {**headers, "Host": target.netloc.decode("ascii")}
+            # Uncompressed: the size limit then counts what arrives, not a small gzip bomb's output.
+            request_headers = {
+                **headers,
+                "Host": target.netloc.decode("ascii"),
+                "Accept-Encoding": "identity",
+            }
             if same_origin:
                 request_headers.update(secret_headers)
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}

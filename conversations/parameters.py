@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.utils.translation import gettext as _
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
+from conversations import schemas
 from conversations.models import ChatModel
 from conversations.tools import available_tool_names
 
@@ -273,12 +272,9 @@ def _response_format(name: str, spec: Spec, value: Any) -> dict[str, Any]:
     schema = settings.get("schema")
     if not isinstance(schema, dict):
         raise ParameterError(name, _("The JSON schema must be an object."))
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as error:
-        raise ParameterError(
-            name, _("The JSON schema is not valid: %(reason)s") % {"reason": error.message}
-        ) from None
+    problem = schemas.problem(schema)
+    if problem:
+        raise ParameterError(name, problem)
     return value
 
 

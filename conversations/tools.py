@@ -19,10 +19,9 @@ from typing import Any
 from cryptography.fernet import InvalidToken
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import best_match
 
-from conversations import outbound
+from conversations import outbound, schemas
 from conversations.models import Tool
 
 RESULT_LIMIT_BYTES = 64 * 1024  # of an HTTP tool's response; a result goes into the model's context
@@ -104,12 +103,9 @@ def definitions(names: Collection[str]) -> list[dict[str, Any]]:
 def schema_problem(schema: Any) -> str | None:
     """Why a tool's parameters schema cannot be used, or None: it must be a valid JSON schema
     (draft 2020-12) describing an object, as function calling requires."""
-    if not isinstance(schema, dict):
-        return _("The parameters schema must be a JSON object.")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as error:
-        return _("The parameters schema is not a valid JSON schema: %(reason)s") % {"reason": error.message}
+    problem = schemas.problem(schema)
+    if problem:
+        return problem
     if schema.get("type") != "object":
         return _('The parameters schema must describe an object ("type": "object").')
     return None
@@ -174,7 +170,7 @@ async def _call_http_tool(name: str, arguments: dict[str, Any]) -> str:
     if tool is None:
         raise ToolError(f"The tool {name!r} is not available any more.")
     schema = tool.parameters_schema or {"type": "object"}
-    error = best_match(Draft202012Validator(schema).iter_errors(arguments))
+    error = best_match(schemas.validator(schema).iter_errors(arguments))
     if error is not None:
         raise ToolError(f"The arguments do not match the tool's parameters: {error.message}")
     secret_headers = {}
@@ -218,6 +214,7 @@ def current_time(zone_name: str) -> str:
 
 
 Number = int | float
+MAX_ROUND_DIGITS = 100
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -233,7 +230,7 @@ _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt,
     "abs": abs,
-    "round": round,
+    "round": lambda number, *digits: _round(number, *digits),
     "floor": math.floor,
     "ceil": math.ceil,
     "exp": math.exp,
@@ -248,6 +245,15 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min,
     "max": max,
 }
+
+
+def _round(number: Number, *digits: Number) -> Number:
+    # round(5, -10**9) would compute 10**(10**9) before answering: the digits are bounded first.
+    if digits and (not isinstance(digits[0], int) or abs(digits[0]) > MAX_ROUND_DIGITS):
+        raise ToolError(
+            f"round takes a whole number of digits between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}."
+        )
+    return round(number, *digits)
 
 
 def calculate(expression: str) -> str:

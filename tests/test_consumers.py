@@ -272,3 +272,23 @@ async def test_it_refuses_a_prompt_under_a_reply_still_being_written(bob_cookie,
     done = await socket.until("reply.done", message=reply + 2)
     await socket.close()
     assert done["data"]["status"] == "complete" and socket.texts[done["message"]] == "fine now"
+
+
+async def test_a_forbidden_model_is_refused_before_anything_reaches_the_upstream(
+    bob_cookie, bob, offline_model, offline_upstream
+):
+    def forbid() -> None:
+        from django.contrib.auth.models import Group
+
+        offline_model.allowed_groups.add(Group.objects.create(name="research"))
+
+    await database_sync_to_async(forbid)()
+    offline_upstream.clear()
+    socket = Socket(bob_cookie)
+    assert await socket.open()
+    await socket.send(type="send", conversation=None, text="Hello", model=offline_model.pk, ref="s1")
+    error = await socket.until("error")
+    assert (error["code"], error["ref"]) == ("unknown_model", "s1")
+    await socket.close()
+    assert offline_upstream.requests() == []  # the offline upstream's log: no request reached it
+    assert not await database_sync_to_async(Message.objects.exists)()

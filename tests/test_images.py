@@ -211,6 +211,19 @@ def test_an_oversized_file_is_refused_before_opening(settings):
 # --- Upload and download -------------------------------------------------------------------------
 
 
+def test_a_jpeg_of_a_hundred_passes_and_more_is_refused_before_decoding():
+    """libjpeg decodes every scan over the whole picture: a thousand tiny scans cost minutes."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(out, "JPEG")
+    data = out.getvalue()
+    start, end = data.index(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    many_scans = data[:start] + data[start:end] * (images.MAX_JPEG_SCANS + 1) + data[end:]
+    assert refused(many_scans) == "image_too_complex"
+    progressive = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(progressive, "JPEG", progressive=True)
+    assert opened(progressive.getvalue()).size == (64, 64)  # a real progressive JPEG's few passes
+
+
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -444,3 +457,19 @@ async def test_regenerate_sends_the_image_again_and_a_model_without_vision_gets_
         await database_sync_to_async(sent)(third)
         == "[An image was attached here; it is not available to this model.]\n\nLook"
     )
+
+
+@pytest.mark.django_db
+def test_unsent_uploads_are_capped_and_go_after_a_day(client_bob, bob, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.IMAGES_PENDING_PER_MEMBER = 2
+    first = Attachment.objects.get(public_id=upload(client_bob, png()).json()["id"])
+    assert upload(client_bob, png()).status_code == 201
+    response = upload(client_bob, png())
+    assert response.status_code == 400 and response.json()["error"]["code"] == "too_many_pending_images"
+    Attachment.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(days=2))
+    assert upload(client_bob, png()).status_code == 201  # the day-old one went, file and all
+    assert not Attachment.objects.filter(pk=first.pk).exists()

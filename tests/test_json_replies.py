@@ -7,7 +7,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import context, json_replies, transfer
+from conversations import context, json_replies, schemas, transfer
 from conversations.models import ChatModel, Conversation, Message, UsageRecord
 from tests.fixtures.chat import session_cookie
 from tests.websocket_client import Socket, offline
@@ -126,8 +126,8 @@ def test_a_broken_schema_is_reported_instead_of_validating():
     response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "thing"}}}
     result = json_replies.check("{}", response_format)
     assert result["valid"] is False and "schema_error" in result
-    assert json_replies.schema_problem({"type": "thing"})
-    assert json_replies.schema_problem(SCHEMA) is None
+    assert schemas.problem({"type": "thing"})
+    assert schemas.problem(SCHEMA) is None
 
 
 def test_replies_not_asked_for_as_json_are_not_checked():

@@ -50,7 +50,7 @@ SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "requi
                 }
             },
             "response_format",
-            "The JSON schema is not valid",
+            "The schema is not a valid JSON schema",
         ),
         ({"temprature": 1}, "temprature", "Unknown parameter: temprature"),
     ],

@@ -154,6 +154,8 @@ def test_the_calculator_computes(expression, result):
         "1 +" * 100 + "1",
         "2 ^ 3",
         "x",
+        "round(5, -10 ** 1000)",
+        "round(5, 2.5)",
     ],
 )
 def test_the_calculator_refuses_what_is_not_small_arithmetic(expression):
@@ -389,6 +391,21 @@ async def test_a_tool_call_is_run_and_the_model_answers_with_its_result(
     assert [tool["function"]["name"] for tool in first["tools"]] == ["calculator"]
     assert second["messages"][-2]["tool_calls"][0]["id"] == tool_call["id"]
     assert second["messages"][-1] == {"role": "tool", "tool_call_id": tool_call["id"], "content": "42"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_offline_demo_uses_the_tools_when_simply_asked(
+    bob_cookie, bob_conversation, offline_upstream
+):
+    """As a new member would try it: no directive, the tools on, a plain question."""
+    await database_sync_to_async(with_tools)(bob_conversation, "calculator", "current_time")
+    done, _deltas = await converse(bob_cookie, bob_conversation, "What is 17 * (3 + 4)?")
+    call, result, answer = done["data"]["parts"]
+    assert (call["name"], json.loads(call["arguments"])) == ("calculator", {"expression": "17 * (3 + 4)"})
+    assert result["content"] == "119" and "calculator returned 119" in answer["text"]
+    done, _deltas = await converse(bob_cookie, bob_conversation, "What time is it in Asia/Tokyo?")
+    call, result, _answer = done["data"]["parts"]
+    assert json.loads(call["arguments"]) == {"timezone": "Asia/Tokyo"} and "+09:00" in result["content"]
 
 
 @pytest.mark.django_db(transaction=True)
