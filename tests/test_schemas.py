@@ -70,7 +70,8 @@ def test_a_long_reply_of_spaces_is_unfenced_quickly():
     started = time.monotonic()
     assert json_replies.unfenced("```" + " " * 200_000) == "```" + " " * 200_000
     assert json_replies.unfenced('```json\n{"a": 1}\n```') == '{"a": 1}'
-    assert json_replies.unfenced("  ```\n[1]  \n```  ") == "[1]  "  # as the regex before it: spaces before the line break stay
+    # As the regex before it: spaces before the closing line break stay.
+    assert json_replies.unfenced("  ```\n[1]  \n```  ") == "[1]  "
     assert time.monotonic() - started < 0.5
 
 
