@@ -141,8 +141,21 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": envint("CHANNEL_CAPACITY", 1000)},
+            "BACKEND": "conversations.channel_layer.RedisChannelLayer",
+            "CONFIG": {
+                # One pool per process and event loop; sends beyond it wait (channel_layer.py). A
+                # socket's receive blocks in Redis for 5 s at a time: redis-py 8's default read timeout,
+                # also 5 s, cut those reads and closed idle sockets, so reads here may take longer.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": envint("REDIS_CONNECTIONS", 100),
+                        "socket_timeout": 30,
+                    }
+                ],
+                "connections": envint("REDIS_CONNECTIONS", 100),
+                "capacity": envint("CHANNEL_CAPACITY", 1000),
+            },
         }
     }
 else:

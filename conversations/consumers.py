@@ -219,6 +219,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         the reply run on its own."""
         if not self.follows(plan.conversation_id):
             await self.follow(await database_sync_to_async(Conversation.objects.get)(pk=plan.conversation_id))
+        generation.claim(plan)
         for group, event in plan.events:
             await events.publish(group, event)
         generation.launch(plan)

@@ -96,6 +96,7 @@ class LiveReply:
     unsent_parts: list[dict[str, Any]] = field(default_factory=list)
     parts_sent: asyncio.Event = field(default_factory=asyncio.Event)
     prompt: list[dict[str, Any]] | None = None  # the first request's messages
+    asked: bool = False  # whether a request went upstream at all
     # With n > 1, the other choices by index: read whole and saved at the end as versions of the reply.
     versions: dict[int, "Version"] = field(default_factory=dict)
 
@@ -162,14 +163,23 @@ def _keep(task: asyncio.Task) -> asyncio.Task:
     return task
 
 
+def claim(plan: ReplyPlan) -> LiveReply:
+    """Take the reply as this process's before it is announced and launched: announcing can take a
+    while under load (a busy Redis), and a reply nobody has claimed by the end of its lease is the
+    sweeper's. A Stop that comes meanwhile is kept and applied at launch."""
+    live = _live.get(plan.reply.pk)
+    if live is None:
+        live = _live[plan.reply.pk] = LiveReply(
+            plan=plan,
+            group=events.conversation_group(plan.conversation_hex),
+            conversation=str(uuid.UUID(plan.conversation_hex)),
+        )
+    return live
+
+
 def launch(plan: ReplyPlan) -> asyncio.Task:
     """Start writing a reply on its own task; return the task (tests await it)."""
-    live = LiveReply(
-        plan=plan,
-        group=events.conversation_group(plan.conversation_hex),
-        conversation=str(uuid.UUID(plan.conversation_hex)),
-    )
-    _live[plan.reply.pk] = live
+    live = claim(plan)  # a Stop that came before is seen by _run as it begins
     live.task = _keep(asyncio.get_running_loop().create_task(_run(live), name=f"reply-{plan.reply.pk}"))
     ensure_maintenance()
     return live.task
@@ -189,6 +199,9 @@ async def _run(live: LiveReply) -> None:
     message_id = plan.reply.pk
     publisher = _keep(loop.create_task(_publish(live, layer)))
     try:
+        if live.stop_reason:  # stopped while it was being announced: nothing is asked upstream
+            raise asyncio.CancelledError
+        live.asked = True
         endpoint = endpoint_for(plan.model.provider)
         # One upstream request per step; a step that ends in tool calls runs them and asks again.
         for step in itertools.count(1):
@@ -283,13 +296,17 @@ async def _finish(
         live.reasoning += live.unsent_reasoning
         if live.unsent_parts:
             live.end_step(live.unsent_parts)
-    tokens = (
-        usage.Tokens.from_upstream(reported)
-        if reported
-        else usage.Tokens.estimate(
+    if reported:
+        tokens = usage.Tokens.from_upstream(reported)
+    elif not live.asked or (
+        error is not None and (error.status or 0) >= 400 and not live.content and not live.reasoning
+    ):
+        # Stopped before it was sent, or refused with an error status before any output: no tokens.
+        tokens = usage.Tokens()
+    else:
+        tokens = usage.Tokens.estimate(
             plan.model, plan.prompt_chars, sum(map(len, live.content)) + sum(map(len, live.reasoning))
         )
-    )
     save = _keep(
         asyncio.get_running_loop().create_task(
             database_sync_to_async(_save_final)(live, status, finish_reason, error, tokens, timings)
@@ -585,9 +602,10 @@ async def stop(message_id: int) -> None:
 
 def _cancel(live: LiveReply, reason: str) -> None:
     # Once the upstream is done (closed) the reply is being saved: a cancel then would lose it.
-    if live.task is not None and not live.stop_reason and not live.closed:
+    if not live.stop_reason and not live.closed:
         live.stop_reason = reason
-        live.task.cancel()
+        if live.task is not None:  # else claimed, not launched yet: launch() cancels it
+            live.task.cancel()
 
 
 async def live_state(message_id: int) -> dict[str, Any] | None:

@@ -167,7 +167,8 @@ def bar_chart(rows: list[Row], value: str, title: str, decimals: int = 0) -> Cha
             round(Chart.TOP + plot_height * (1 - share), 2),
             f"{Decimal(str(round(top * share, 6))).normalize():,f}",
         )
-        for share in (0, 0.5, 1)
+        # With nothing to show, one line at 0 rather than three that all read 0.
+        for share in ((0, 0.5, 1) if top else (0,))
     ]
     every = max(1, round(len(rows) / 8))  # at most about eight day labels
     labels = [

@@ -115,3 +115,26 @@ def test_it_refuses_a_model_the_member_may_not_use(bob, bob_conversation, offlin
         messaging.do_send_message(bob, str(bob_conversation.public_id), "Hello")
     assert refused.value.code == "unknown_model"
     assert not Message.objects.exists()  # nothing half-saved
+
+
+def test_a_reply_claimed_while_announced_is_not_swept_and_a_stop_meanwhile_holds(
+    bob, bob_conversation, offline_upstream
+):
+    plan = messaging.do_send_message(bob, str(bob_conversation.public_id), say(words=50, pace_ms=20))
+    Message.objects.filter(pk=plan.reply.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    offline_upstream.clear()
+
+    async def run() -> None:
+        generation.claim(plan)  # as the consumer does before publishing message.created
+        assert await database_sync_to_async(generation.sweep)() == []  # claimed: not the sweeper's
+        await generation.stop(plan.reply.pk)  # Stop before the reply was launched
+        await generation.launch(plan)
+
+    from channels.db import database_sync_to_async
+
+    async_to_sync(run)()
+    reply = Message.objects.get(pk=plan.reply.pk)
+    assert reply.status == Message.Status.CANCELLED
+    assert offline_upstream.requests() == []  # nothing was asked upstream
+    record = UsageRecord.objects.get(message=reply)
+    assert (record.status, record.prompt_tokens, record.estimated) == ("cancelled", 0, False)
