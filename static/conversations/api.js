@@ -7,6 +7,31 @@ export function csrfToken() {
 }
 
 /**
+ * One request to the site's JSON API. A refusal throws an Error with the server's words (else
+ * `failed`), and its `code` and `parameter`; a lapsed session goes to the login page.
+ */
+export async function requestJSON(url, { method = "GET", body, loginUrl, failed } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(url, {
+    method,
+    credentials: "same-origin",
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) window.location.assign(loginUrl);
+  const payload = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(payload?.error?.detail || failed);
+    error.code = payload?.error?.code;
+    error.parameter = payload?.error?.parameter;
+    throw error;
+  }
+  return payload;
+}
+
+/**
  * @param {{urls: object, any_id: string, strings: object}} data the page's data (chat-data)
  */
 export function conversationApi(data) {
@@ -15,21 +40,8 @@ export function conversationApi(data) {
   // The page's folder URL is the one of folder 0.
   const folderUrl = (id) => data.urls.folder_detail.replace(/\/0\/$/, `/${id}/`);
 
-  async function requestJSON(url, { method = "GET", body } = {}) {
-    const headers = { Accept: "application/json" };
-    if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(url, {
-      method,
-      credentials: "same-origin",
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (response.status === 401) window.location.assign(data.urls.login);
-    const payload = await response.json().catch(() => null);
-    if (!response.ok) throw new Error(payload?.error?.detail || data.strings.request_failed);
-    return payload;
-  }
+  const request = (url, options = {}) =>
+    requestJSON(url, { ...options, loginUrl: data.urls.login, failed: data.strings.request_failed });
 
   return {
     /**
@@ -42,13 +54,13 @@ export function conversationApi(data) {
       if (query) params.set("q", query);
       if (folder !== null) params.set("folder", String(folder));
       const url = data.urls.conversation_list;
-      return requestJSON(params.toString() ? `${url}?${params}` : url);
+      return request(params.toString() ? `${url}?${params}` : url);
     },
-    update: (id, changes) => requestJSON(detailUrl(id), { method: "PATCH", body: changes }),
-    remove: (id) => requestJSON(detailUrl(id), { method: "DELETE" }),
-    restore: (id) => requestJSON(restoreUrl(id), { method: "POST" }),
-    createFolder: (name) => requestJSON(data.urls.folder_list, { method: "POST", body: { name } }),
-    renameFolder: (id, name) => requestJSON(folderUrl(id), { method: "PATCH", body: { name } }),
-    removeFolder: (id) => requestJSON(folderUrl(id), { method: "DELETE" }),
+    update: (id, changes) => request(detailUrl(id), { method: "PATCH", body: changes }),
+    remove: (id) => request(detailUrl(id), { method: "DELETE" }),
+    restore: (id) => request(restoreUrl(id), { method: "POST" }),
+    createFolder: (name) => request(data.urls.folder_list, { method: "POST", body: { name } }),
+    renameFolder: (id, name) => request(folderUrl(id), { method: "PATCH", body: { name } }),
+    removeFolder: (id) => request(folderUrl(id), { method: "DELETE" }),
   };
 }

@@ -7,7 +7,7 @@
 // A new conversation does not exist before its first message: its settings are a draft sent with that
 // message (the send frame's `assistant` and `settings`, docs/websocket.md).
 
-import { csrfToken } from "./api.js";
+import { requestJSON } from "./api.js";
 import { format } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
@@ -287,24 +287,8 @@ export class SettingsPanel {
     return pattern.replace(this.data.any_id, id);
   }
 
-  async request(url, method = "GET", body = undefined) {
-    const headers = { Accept: "application/json" };
-    if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(url, {
-      method,
-      credentials: "same-origin",
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (response.status === 401) window.location.assign(this.data.urls.login);
-    const payload = await response.json().catch(() => null);
-    if (!response.ok) {
-      const error = new Error(payload?.error?.detail || this.strings.request_failed);
-      error.parameter = payload?.error?.parameter;
-      throw error;
-    }
-    return payload;
+  request(url, method = "GET", body = undefined) {
+    return requestJSON(url, { method, body, loginUrl: this.data.urls.login, failed: this.strings.request_failed });
   }
 
   showError(text, parameter) {
