@@ -143,16 +143,8 @@ if REDIS_URL:
         "default": {
             "BACKEND": "conversations.channel_layer.RedisChannelLayer",
             "CONFIG": {
-                # One pool per process and event loop; sends beyond it wait (channel_layer.py). A
-                # socket's receive blocks in Redis for 5 s at a time: redis-py 8's default read timeout,
-                # also 5 s, cut those reads and closed idle sockets, so reads here may take longer.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "max_connections": envint("REDIS_CONNECTIONS", 100),
-                        "socket_timeout": 30,
-                    }
-                ],
+                # One pool per process and event loop; sends beyond it wait (channel_layer.py).
+                "hosts": [{"address": REDIS_URL, "max_connections": envint("REDIS_CONNECTIONS", 100)}],
                 "connections": envint("REDIS_CONNECTIONS", 100),
                 "capacity": envint("CHANNEL_CAPACITY", 1000),
             },

@@ -55,6 +55,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
 
     # Left to receiving, channel creation and the cache's own pool of the same server.
     RESERVED = 10
+    # A socket's receive blocks in Redis this long at a time. channels_redis's 5 s equals redis-py 8's
+    # default read timeout, which then cut the read and closed idle members' sockets with an error.
+    brpop_timeout = 2
 
     def __init__(self, *args: Any, connections: int = 100, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
