@@ -12,6 +12,7 @@ import time
 
 import pytest
 import websockets
+from django.core.cache import cache
 
 from conversations.models import Conversation, Message, UsageRecord
 from tests.fixtures.chat import session_cookie
@@ -169,6 +170,9 @@ def ledger_settled(offline_upstream, seconds: float = 30) -> list[dict]:
 def test_every_usage_record_matches_the_upstreams_ledger(round_number, offline_model, offline_upstream):
     rng = random.Random(round_number)
     offline_upstream.clear()
+    # Live replies' copies in a shared cache (Redis) are by message id, and a new test database numbers
+    # messages from 1 again: an earlier run's copy must not pass for a new reply's state.
+    cache.clear()
     # A team: each stream is another member's, in a conversation of their own.
     members = [make_user(f"member{i:03}", "a long enough password 1") for i in range(STREAMS)]
     conversations = [
@@ -176,8 +180,9 @@ def test_every_usage_record_matches_the_upstreams_ledger(round_number, offline_m
         for member in members
     ]
     cookies = [session_cookie(member) for member in members]
-    # A short lease: the sweeper of the second process takes over the killed one's replies in seconds.
-    with chatsite_server(offline_upstream, REPLY_LEASE_SECONDS="2") as first:
+    # Leases of 10 s, not the 30 s default: the second process takes the killed one's replies over
+    # within seconds, yet a first process busy with 200 sends at once still renews in time.
+    with chatsite_server(offline_upstream, REPLY_LEASE_SECONDS="10") as first:
         outcomes = asyncio.run(first_process(first, cookies, conversations, rng))
         first.process.send_signal(signal.SIGKILL)  # the long replies are mid-stream
         first.process.wait()
@@ -206,9 +211,17 @@ def test_every_usage_record_matches_the_upstreams_ledger(round_number, offline_m
     entries = ledger_settled(offline_upstream)
     ledger = {entry["request_id"]: entry for entry in entries}
     records = list(UsageRecord.objects.all())
+    kind_of = {
+        conversation: kind for conversation, (kind, _outcome) in zip(conversations, outcomes, strict=True)
+    }
     missing = [
-        (record.status, record.estimated, record.completion_tokens)
-        for record in records
+        (
+            kind_of.get(str(record.conversation.public_id)),
+            record.status,
+            record.estimated,
+            record.prompt_tokens,
+        )
+        for record in UsageRecord.objects.select_related("conversation")
         if str(record.request_id) not in ledger
     ]
     assert not missing, missing
