@@ -141,13 +141,8 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "conversations.channel_layer.RedisChannelLayer",
-            "CONFIG": {
-                # One pool per process and event loop; sends beyond it wait (channel_layer.py).
-                "hosts": [{"address": REDIS_URL, "max_connections": envint("REDIS_CONNECTIONS", 100)}],
-                "connections": envint("REDIS_CONNECTIONS", 100),
-                "capacity": envint("CHANNEL_CAPACITY", 1000),
-            },
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": envint("CHANNEL_CAPACITY", 1000)},
         }
     }
 else:
