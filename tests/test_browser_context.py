@@ -43,6 +43,7 @@ def test_a_message_too_long_for_the_window_is_refused_and_kept(open_chat, bob_co
     small_window(offline_model, 400)
     chat = open_chat()
     chat.page.goto(f"{chat.base_url}/c/{bob_conversation.public_id}/")
+    chat.wait_until_connected()  # under load the socket opens after the page: send only then
     long_text = text(3000)
 
     chat.send(long_text)
