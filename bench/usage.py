@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from history import server_ms  # one reader of the Server-Timing header for the benches
 from relay import (
     BASE_DIR,
     DAPHNE,
@@ -78,13 +79,6 @@ def seed_in_django(records: int, days: int, users: int, models: int) -> dict[str
     )
     member = User.objects.filter(username__startswith="usage-member-").order_by("username").first()
     return {"admin": session_cookie(admin), "member": session_cookie(member), "member_id": member.pk}
-
-
-def server_ms(response: httpx.Response) -> float:
-    match = re.search(r"total;dur=([\d.]+)", response.headers.get("Server-Timing", ""))
-    if response.status_code != 200 or not match:
-        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.headers}")
-    return float(match.group(1))
 
 
 def database_ms(response: httpx.Response) -> float:
