@@ -6,7 +6,6 @@ nothing where it refused outright. No request is missing or counted twice. Three
 
 import asyncio
 import json
-import os
 import random
 import signal
 import time
@@ -21,15 +20,7 @@ from tests.fixtures.live import RunningServer, chatsite_server
 from tests.fixtures.users import make_user
 from tests.websocket_client import offline
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    # Not yet with Redis: with redis-py 8, channels_redis's pool refuses connections past 100 instead of
-    # waiting, and its 5 s blocking reads meet redis-py's 5 s read timeout, which closes idle sockets;
-    # raising either limit made a cancelled read hang. Open in issue 7's note.
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="channels_redis + redis-py 8 limits (see note)"
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 STREAMS = 200
 OPEN_AT_ONCE = 25
