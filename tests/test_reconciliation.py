@@ -43,7 +43,10 @@ def directive(kind: str, rng: random.Random) -> str:
     if kind == "no_usage":
         return offline(words=rng.randint(5, 40), pace_ms=5, no_usage=True)
     if kind == "stop":
-        return offline(words=400, pace_ms=20)
+        # 20 s: a Stop lands long before the upstream could finish, also when the machine is so busy
+        # that the member sees deltas seconds late (a reply that ended first would be "complete", and
+        # one whose final usage chunk sat unread when Stop came would be estimated).
+        return offline(words=1000, pace_ms=20)
     if kind == "refused":
         return offline(status=rng.choice([400, 401, 404, 413]))  # not retried: one request each
     if kind == "dropped":
