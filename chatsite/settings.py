@@ -203,6 +203,13 @@ LOGIN_REDIRECT_URL = "chat"
 LOGOUT_REDIRECT_URL = "login"
 LOGIN_THROTTLE_ATTEMPTS = envint("LOGIN_THROTTLE_ATTEMPTS", 5)
 LOGIN_THROTTLE_WINDOW = envint("LOGIN_THROTTLE_WINDOW", 300)
+# Share links (conversations/sharing.py): lookups that find no usable link, per client address and for
+# the whole site, before every share page answers 429 for the rest of the window. The site-wide limit
+# is far above the per-address one: were it 20, one visitor's 20 misses would lock every link for
+# everyone. 256-bit tokens cannot be guessed anyway; it is only a ceiling against a distributed scan.
+SHARE_MISSES_PER_ADDRESS = envint("SHARE_MISSES_PER_ADDRESS", 20)
+SHARE_MISSES_GLOBAL = envint("SHARE_MISSES_GLOBAL", 300)
+SHARE_MISS_WINDOW = envint("SHARE_MISS_WINDOW", 60)
 ACCOUNT_LINK_HOURS = envint("ACCOUNT_LINK_HOURS", 72)
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 14 * 24 * 3600)
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -7,6 +7,7 @@ from conversations import (  # noqa: F401  (registers the ModelAdmins)
     admin_assistants,
     admin_budgets,
     admin_registry,
+    admin_sharing,
     admin_tools,
 )
 

@@ -359,6 +359,54 @@ class Tool(models.Model):
         self.secret_header_value_encrypted = secretbox.encrypt(value) if value else ""
 
 
+class ShareLinkQuerySet(models.QuerySet):
+    def for_user(self, user: Any) -> "ShareLinkQuerySet":
+        """The one access rule for a member's links: those of their own conversations."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(conversation__owner=user)
+
+
+class ShareLink(models.Model):
+    """A read-only link to a snapshot of a conversation's selected path (conversations/sharing.py).
+
+    The token is looked up by its hash, like AccountLink's, and kept encrypted (secretbox, as provider
+    keys are) so that its owner can copy the address again.
+    """
+
+    class Audience(models.TextChoices):
+        ANYONE = "anyone", _("Anyone with the link")
+        TEAM = "team", _("Team members only")
+
+    conversation = models.ForeignKey(Conversation, models.CASCADE, related_name="share_links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    token_encrypted = models.TextField(editable=False)
+    audience = models.CharField(max_length=8, choices=Audience, default=Audience.ANYONE)
+    # The snapshot: pks of the messages of the selected path when it was taken, root first.
+    message_ids = models.JSONField(default=list)
+    title = models.CharField(max_length=200, blank=True)  # the conversation's title at the snapshot
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)  # when the snapshot was last taken
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ShareLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"share link {self.pk}"
+
+    @property
+    def token(self) -> str:
+        return secretbox.decrypt(self.token_encrypted)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
 def attachment_path(instance: "Attachment", filename: str) -> str:
     return f"attachments/{instance.owner_id}/{uuid.uuid4().hex}{filename[filename.rfind('.') :]}"
 

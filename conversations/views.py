@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import catalog, events, listing, parameters, search, tools
+from conversations import catalog, events, listing, parameters, search, sharing, tools
 from conversations.models import Assistant, ChatModel, Conversation, Folder
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
@@ -116,6 +116,9 @@ def _render_chat(request: HttpRequest, selected: Conversation | None) -> HttpRes
             "attachment": reverse("attachment", args=[_ANY_ID]),
             "assistant_list": reverse("assistant_list"),
             "assistant_detail": reverse("assistant_detail", args=[0]),
+            "conversation_shares": reverse("conversation_shares", args=[_ANY_ID]),
+            "share_detail": reverse("share_detail", args=[0]),
+            "share_snapshot": reverse("share_snapshot", args=[0]),
             "login": reverse("login"),
             "socket": "/ws/chat/",
         },
@@ -262,6 +265,20 @@ def ui_strings() -> dict[str, str]:
         "too_many_images": _("At most %(count)s images can go with one message."),
         "image_too_large": _("The image is larger than %(limit)s MB."),
         "drop_images": _("Drop images to attach them"),
+        "share_created": _("Link created. You can copy it again from the list below."),
+        "share_copy_link": _("Copy link"),
+        "share_updated": _("Snapshot updated: the link now shows the conversation as it is."),
+        "share_revoked": _("Link revoked."),
+        "share_none": _("No links to this conversation yet."),
+        "share_anyone": _("Anyone with the link"),
+        "share_team": _("Team members only"),
+        "share_expires": _("expires %(date)s"),
+        "share_never_expires": _("never expires"),
+        "share_messages": _("%(count)s messages"),
+        "share_state_expired": _("expired"),
+        "share_state_revoked": _("revoked"),
+        "share_update": _("Update snapshot"),
+        "share_revoke": _("Revoke"),
     }
 
 
@@ -332,6 +349,8 @@ def conversation_detail(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
             conversation = conversation_or_404(request, public_id)
             conversation.deleted_at = timezone.now()
             conversation.save(update_fields=["deleted_at"])
+            # Undo brings the conversation back, not its links: a member who deleted it meant them gone.
+            sharing.revoke_links_of(conversation)
             events.announce_conversation("deleted", conversation)
         return JsonResponse({"deleted": str(conversation.public_id)})
 

@@ -16,7 +16,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
-from conversations import accounts
+from conversations import accounts, sharing
 from conversations.messaging import SNAPSHOT_MESSAGES
 from conversations.models import ChatModel, Conversation, Message, Provider, UsageRecord
 from tests.fixtures import hostile
@@ -341,12 +341,14 @@ def admin_pages(conversation: Conversation, mallory) -> Iterator[tuple[str, list
     yield f"{base}/usagerecord/", [hostile.USAGE_MODEL_NAME, hostile.USERNAME, hostile.PROVIDER_NAME]
     yield f"{base}/usagerecord/{usage.pk}/change/", [hostile.USAGE_MODEL_NAME, hostile.ERROR_CODE]
     yield f"{base}/accountlink/", [hostile.USERNAME]
+    yield f"{base}/sharelink/", [hostile.USERNAME, hostile.STORED_TITLE]
 
 
 def test_hostile_content_in_the_admin_is_inert(
     guarded, live_server_url, hostile_alice, mallory, hostile_records
 ):
     accounts.issue_reset(mallory, created_by=hostile_alice)
+    sharing.create_link(hostile_records, "anyone")
     guard = guarded()
     page = guard.page
     guard.log_in("alice", ALICE_PASSWORD)

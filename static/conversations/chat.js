@@ -5,6 +5,7 @@ import { conversationApi } from "./api.js";
 import { AttachmentTray } from "./attachments.js";
 import { Drawer, Sidebar } from "./sidebar.js";
 import { SettingsPanel } from "./settings.js";
+import { ShareDialog } from "./share.js";
 import { ChatSocket, ReplySequencer, socketUrl } from "./socket.js";
 import { Thread } from "./thread.js";
 import { Toast } from "./toast.js";
@@ -562,6 +563,17 @@ const settings = new SettingsPanel({
     if (assistant?.model) setPickedModel(assistant.model);
   },
   onSaved: (text) => toast.show(text),
+});
+
+// --- Share links (share.js); before the menu, so that its entry is shown or hidden as it opens -----
+
+new ShareDialog({
+  data,
+  strings,
+  openButton: $("share-button"),
+  menuButton: $("more-button"),
+  onOpen: () => $("more-button").click(),
+  selected: () => state.selected,
 });
 
 // --- Export and import ----------------------------------------------------------------------------

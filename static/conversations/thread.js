@@ -35,9 +35,10 @@ export class Thread {
    *                    edit: (id: number, text: string) => boolean},
    *          onChange: () => void, onJump: () => void,
    *          onOlder: (before: number) => boolean,
-   *          imageUrl?: (id: string) => string}} options  imageUrl: where a message's image is read
+   *          imageUrl?: (id: string) => string, readOnly?: boolean}} options  imageUrl: where a
+   *   message's image is read; readOnly: copy buttons only (a shared conversation)
    */
-  constructor({ log, scroller, emptyState, strings, actions, onChange, onJump, onOlder, imageUrl }) {
+  constructor({ log, scroller, emptyState, strings, actions, onChange, onJump, onOlder, imageUrl, readOnly = false }) {
     this.log = log;
     this.scroller = scroller;
     this.emptyState = emptyState;
@@ -47,6 +48,7 @@ export class Thread {
     this.onJump = onJump;
     this.onOlder = onOlder;
     this.imageUrl = imageUrl;
+    this.readOnly = readOnly;
     this.loadingOlder = false;
     this.messages = [];
     this.elements = new Map();
@@ -508,6 +510,7 @@ export class Thread {
     if (textOf(message).trim()) {
       bar.append(iconButton("copy", s.copy, "copy-message"));
     }
+    if (this.readOnly) return bar;
     if (isEditable(message)) {
       const edit = iconButton("pencil", s.edit, "edit-message");
       edit.hidden = this.liveReply() !== null;
