@@ -5,7 +5,7 @@ them."""
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy, ngettext
@@ -27,12 +27,14 @@ class StateFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         now = timezone.now()
+        # As sharing.state_of: a deactivated owner's links count as revoked.
+        revoked = Q(revoked_at__isnull=False) | Q(conversation__owner__is_active=False)
         if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
+            return queryset.filter(revoked)
         if self.value() == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+            return queryset.exclude(revoked).filter(expires_at__lte=now)
         if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+            return queryset.exclude(revoked).exclude(expires_at__lte=now)
         return queryset
 
 
@@ -69,12 +71,13 @@ class ShareLinkAdmin(admin.ModelAdmin):
 
     @admin.action(description=gettext_lazy("Revoke the selected links"), permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now(), token_encrypted="")
         message = ngettext("%(count)d link revoked.", "%(count)d links revoked.", count) % {"count": count}
         self.message_user(request, message, messages.SUCCESS)
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return self.has_view_permission(request)
+        # Revoking changes a link: staff who may only view the list may not.
+        return request.user.has_perm("conversations.change_sharelink")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

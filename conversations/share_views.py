@@ -65,12 +65,12 @@ def _throttled() -> HttpResponse:
 
 def _link_or_answer(request: HttpRequest, token: str) -> ShareLink | HttpResponse:
     """The usable link, or the response to give instead: 429 while guessing is throttled, else 404."""
-    address = client_address(request)
-    if sharing.guessing_throttled(address):
+    guesser = sharing.guesser(client_address(request), request.user)
+    if sharing.guessing_throttled(guesser):
         return _throttled()
     link = sharing.find_link(token)
     if link is None:
-        sharing.record_miss(address)
+        sharing.record_miss(guesser)
         return missing()
     return link
 
@@ -114,7 +114,7 @@ def shared_attachment(request: HttpRequest, token: str, public_id: uuid.UUID) ->
         return missing()
     attachment = sharing.shared_attachment(found, public_id)
     if attachment is None:
-        sharing.record_miss(client_address(request))
+        sharing.record_miss(sharing.guesser(client_address(request), request.user))
         return missing()
     response = FileResponse(attachment.file.open("rb"), content_type=attachment.content_type)
     response["Content-Disposition"] = f'inline; filename="image.{attachment.file.name.rsplit(".", 1)[-1]}"'
@@ -142,7 +142,7 @@ def continue_shared(request: HttpRequest, token: str) -> HttpResponse:
 def _own_link(request: HttpRequest, link_id: int) -> ShareLink:
     """One of the member's links; anyone else's is a 404, as if it did not exist."""
     return get_object_or_404(
-        ShareLink.objects.for_user(request.user).select_related("conversation"), pk=link_id
+        ShareLink.objects.for_user(request.user).select_related("conversation__owner"), pk=link_id
     )
 
 
@@ -171,7 +171,7 @@ def conversation_shares(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
     expires_in_days}: a new link, with its full address."""
     conversation = conversation_or_404(request, public_id)
     if request.method == "GET":
-        links = ShareLink.objects.filter(conversation=conversation).select_related("conversation")
+        links = ShareLink.objects.filter(conversation=conversation).select_related("conversation__owner")
         return JsonResponse({"shares": [sharing.link_data(link) for link in links]})
     audience, days = _create_options(request)
     try:
@@ -186,7 +186,7 @@ def conversation_shares(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
 @require_GET
 @api_view
 def share_list(request: HttpRequest) -> JsonResponse:
-    links = ShareLink.objects.for_user(request.user).select_related("conversation")
+    links = ShareLink.objects.for_user(request.user).select_related("conversation__owner")
     return JsonResponse({"shares": [sharing.link_data(link) for link in links]})
 
 
@@ -221,7 +221,7 @@ def share_snapshot(request: HttpRequest, link_id: int) -> JsonResponse:
 @login_required
 @never_cache
 def my_shares(request: HttpRequest) -> HttpResponse:
-    links = ShareLink.objects.for_user(request.user).select_related("conversation")
+    links = ShareLink.objects.for_user(request.user).select_related("conversation__owner")
     rows: list[dict[str, Any]] = []
     for link in links:
         path = sharing.link_path(link)

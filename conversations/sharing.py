@@ -8,6 +8,7 @@ same miss (share_views.missing), and misses are counted per client address and f
 docs/sharing.md describes it for people.
 """
 
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from conversations import catalog, events, secretbox
 from conversations.messaging import Tree
@@ -89,19 +91,20 @@ def update_snapshot(link: ShareLink) -> ShareLink:
 def revoke(link: ShareLink) -> None:
     if link.revoked_at is None:
         link.revoked_at = timezone.now()
-        link.save(update_fields=["revoked_at"])
+        link.token_encrypted = ""  # its address is of no further use to anyone
+        link.save(update_fields=["revoked_at", "token_encrypted"])
 
 
 def revoke_links_of(conversation: Conversation) -> int:
     """Revoke every link of a conversation (it is being deleted); Undo does not bring them back."""
     return ShareLink.objects.filter(conversation=conversation, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
+        revoked_at=timezone.now(), token_encrypted=""
     )
 
 
 def state_of(link: ShareLink) -> str:
-    if link.revoked_at is not None:
-        return "revoked"
+    if link.revoked_at is not None or not link.conversation.owner.is_active:
+        return "revoked"  # a deactivated owner's links answer 404 like revoked ones
     if link.expires_at is not None and link.expires_at <= timezone.now():
         return "expired"
     return "active"
@@ -178,7 +181,7 @@ def page_messages(messages: list[Message]) -> list[dict[str, Any]]:
             "role": message.role,
             "status": message.status,
             "parts": message.parts,
-            "error": {"code": message.error_code, "detail": message.error_detail}
+            "error": {"code": message.error_code, "detail": gettext(message.error_detail)}
             if message.error_code
             else None,
         }
@@ -203,7 +206,8 @@ def shared_attachment(link: ShareLink, public_id: Any) -> Attachment | None:
 
 
 def display_name(user: Any) -> str:
-    return user.get_full_name() or user.get_username()
+    """The sharer as the page names them: never an e-mail address, which a username may be."""
+    return user.get_full_name() or user.get_username().split("@", 1)[0]
 
 
 # --- Guessing -------------------------------------------------------------------------------------
@@ -215,26 +219,40 @@ class MissCounter:
     limit: int
 
 
-def _counters(address: str) -> list[MissCounter]:
-    counters = [MissCounter("share-misses:all", settings.SHARE_MISSES_GLOBAL)]
-    if address:
-        # Hashed: a forwarded address may hold characters some cache backends refuse in keys.
-        counters.append(
-            MissCounter(f"share-misses:address:{hash_token(address)}", settings.SHARE_MISSES_PER_ADDRESS)
-        )
+def guesser(address: str, user: Any) -> str:
+    """Who is looking a token up, as the limits count them: a member by account, and not towards the
+    site-wide limit (so that anonymous guessers cannot lock the team out of its links); anyone else by
+    client address, an IPv6 one by its /64 (a single host commonly holds a whole /64)."""
+    if user.is_authenticated:
+        return f"member:{user.pk}"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"address:{address}"
+    if ip.version == 6:
+        return f"address:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"address:{ip}"
+
+
+def _counters(guesser: str) -> list[MissCounter]:
+    # Hashed: a forwarded address may hold characters some cache backends refuse in keys.
+    counters = [MissCounter(f"share-misses:{hash_token(guesser)}", settings.SHARE_MISSES_PER_ADDRESS)]
+    if not guesser.startswith("member:"):
+        counters.append(MissCounter("share-misses:all", settings.SHARE_MISSES_GLOBAL))
     return counters
 
 
-def guessing_throttled(address: str) -> bool:
-    """Whether this address, or everyone together, missed too often in the current window."""
-    counters = _counters(address)
+def guessing_throttled(guesser: str) -> bool:
+    """Whether this guesser (see guesser()), or all anonymous ones together, missed too often in the
+    current window."""
+    counters = _counters(guesser)
     counts = cache.get_many([counter.key for counter in counters])
     return any(counts.get(counter.key, 0) >= counter.limit for counter in counters)
 
 
-def record_miss(address: str) -> None:
+def record_miss(guesser: str) -> None:
     """Count a lookup that found no usable link, for SHARE_MISS_WINDOW seconds from the first."""
-    for counter in _counters(address):
+    for counter in _counters(guesser):
         # As accounts.record_login_failure: add() starts the window, incr() is atomic on shared caches.
         if cache.add(counter.key, 1, timeout=settings.SHARE_MISS_WINDOW):
             continue
@@ -283,6 +301,8 @@ def continue_from(link: ShareLink, user: Any) -> Conversation:
     copies: dict[str, Attachment] = {}
     parent = None
     for message in messages:
+        if message.role == Message.Role.SYSTEM:
+            continue  # instructions of the owner's (an import holds them as messages): not part of a share
         parts = []
         for part in message.parts:
             if isinstance(part, dict) and part.get("type") == "image":

@@ -40,7 +40,7 @@ def add(conversation: Conversation, role: str, text: str, parent: Message | None
 
 @pytest.fixture
 def talk(bob_conversation) -> list[Message]:
-    """A question and its answer, and an edited question (a second branch) selected after them."""
+    """A question and its answer."""
     question = add(bob_conversation, "user", "What is a share link?")
     answer = add(bob_conversation, "assistant", "A **snapshot** of this path.", question)
     return [question, answer]
@@ -235,10 +235,19 @@ def test_deleting_the_owner_removes_the_links(client_bob, bob, bob_conversation,
 
 
 def test_a_deactivated_owners_links_stop_working(client_bob, bob, bob_conversation, talk):
-    token = token_of(create(client_bob, bob_conversation))
+    link = create(client_bob, bob_conversation)
     bob.is_active = False
     bob.save()
-    assert Client().get(f"/s/{token}/").status_code == 404
+    assert Client().get(f"/s/{token_of(link)}/").status_code == 404
+    # Lists and the admin show it as revoked.
+    assert sharing.state_of(ShareLink.objects.get()) == "revoked"
+
+
+def test_an_email_username_is_not_shown(client_bob, bob, bob_conversation, talk):
+    bob.username, bob.first_name, bob.last_name = "bob@corp.example", "", ""
+    bob.save()
+    page = Client().get(f"/s/{token_of(create(client_bob, bob_conversation))}/")
+    assert b"corp.example" not in page.content and b"Shared by bob on" in page.content
 
 
 def test_a_revoked_link_cannot_be_brought_back_by_a_snapshot(client_bob, bob_conversation, talk):
@@ -285,6 +294,30 @@ def test_guessing_from_many_addresses_is_stopped_globally(client_bob, bob_conver
     for number in range(5):
         assert Client(REMOTE_ADDR=f"192.0.2.{number}").get(f"/s/guess{number}/").status_code == 404
     assert Client(REMOTE_ADDR="198.51.100.7").get(f"/s/{token}/").status_code == 429
+
+
+def test_ipv6_guessers_are_counted_per_64(client_bob, bob_conversation, talk):
+    token = token_of(create(client_bob, bob_conversation))
+    for number in range(20):  # a new address of the same /64 for every guess
+        assert (
+            Client(REMOTE_ADDR=f"2001:db8:1:2::{number + 1:x}").get(f"/s/guess{number}/").status_code == 404
+        )
+    assert Client(REMOTE_ADDR="2001:db8:1:2::ffff").get(f"/s/{token}/").status_code == 429
+    assert Client(REMOTE_ADDR="2001:db8:1:3::1").get(f"/s/{token}/").status_code == 200
+
+
+def test_members_are_counted_by_account_and_not_locked_out_by_anonymous_guessing(
+    client_bob, client_charlie, bob_conversation, talk, settings
+):
+    settings.SHARE_MISSES_GLOBAL = 5
+    token = token_of(create(client_bob, bob_conversation))
+    for number in range(5):
+        assert Client(REMOTE_ADDR=f"192.0.2.{number}").get(f"/s/guess{number}/").status_code == 404
+    assert Client(REMOTE_ADDR="198.51.100.7").get(f"/s/{token}/").status_code == 429
+    assert client_charlie.get(f"/s/{token}/").status_code == 200  # a member still reads the team's links
+    for number in range(20):
+        assert client_charlie.get(f"/s/guess{number}/").status_code == 404
+    assert client_charlie.get(f"/s/{token}/").status_code == 429  # and is limited as one guesser
 
 
 def test_found_links_are_not_misses(client_bob, bob_conversation, talk):
@@ -373,6 +406,16 @@ def test_continuing_copies_the_snapshot_and_leaves_the_original(
     assert Attachment.objects.get(pk=shared.pk).owner_id == bob_conversation.owner_id
     # charlie now owns a conversation, but still not bob's.
     assert client_charlie.get(f"/c/{bob_conversation.public_id}/").status_code == 404
+
+
+def test_continuing_leaves_the_owners_instructions_out(client_bob, client_charlie, charlie, bob_conversation):
+    instructions = add(bob_conversation, "system", "You are bob's private assistant.")
+    question = add(bob_conversation, "user", "Hello?", instructions)
+    add(bob_conversation, "assistant", "Hi.", question)
+    client_charlie.post(f"/s/{token_of(create(client_bob, bob_conversation))}/continue/")
+    copied = list(Conversation.objects.get(owner=charlie).messages.order_by("pk"))
+    assert [(m.role, m.text) for m in copied] == [("user", "Hello?"), ("assistant", "Hi.")]
+    assert copied[0].parent_id is None
 
 
 def test_continuing_needs_a_login_and_a_post(client_bob, bob_conversation, talk):
