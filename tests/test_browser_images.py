@@ -21,15 +21,10 @@ def live_server_env(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def vision_model(bob, offline_model) -> ChatModel:
-    model = ChatModel.objects.create(
-        provider=offline_model.provider,
-        upstream_id="offline-vision",
-        display_name="Offline demo (vision)",
-        supports_vision=True,
-    )
-    Profile.objects.filter(user=bob).update(default_model=model)
-    return model
+def vision_model(vision_model, bob) -> ChatModel:
+    """The vision model (tests/fixtures/chat.py), bob's default: his new chats can take images."""
+    Profile.objects.filter(user=bob).update(default_model=vision_model)
+    return vision_model
 
 
 def picture(size=(320, 200)) -> bytes:

@@ -140,15 +140,10 @@ def test_share_read_logged_out_team_only_revoke_and_continue(
 
 
 @pytest.fixture
-def vision_model(bob, offline_model) -> ChatModel:
-    model = ChatModel.objects.create(
-        provider=offline_model.provider,
-        upstream_id="offline-vision",
-        display_name="Offline demo (vision)",
-        supports_vision=True,
-    )
-    Profile.objects.filter(user=bob).update(default_model=model)
-    return model
+def vision_model(vision_model, bob) -> ChatModel:
+    """The vision model (tests/fixtures/chat.py), bob's default: his new chats can take images."""
+    Profile.objects.filter(user=bob).update(default_model=vision_model)
+    return vision_model
 
 
 def send_picture(chat, text: str, size: tuple[int, int]) -> None:

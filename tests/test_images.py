@@ -13,7 +13,7 @@ from django.test import Client
 from PIL import Image, PngImagePlugin
 
 from conversations import images
-from conversations.models import Attachment, ChatModel, Conversation, Message, UsageRecord
+from conversations.models import Attachment, Conversation, Message, UsageRecord
 from tests.fixtures.chat import session_cookie
 from tests.websocket_client import Socket
 
@@ -294,16 +294,6 @@ def test_nobody_else_reads_the_image(client_bob, client_charlie):
 
 
 # --- Sending an image ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def vision_model(offline_model) -> ChatModel:
-    return ChatModel.objects.create(
-        provider=offline_model.provider,
-        upstream_id="offline-vision",
-        display_name="Offline demo (vision)",
-        supports_vision=True,
-    )
 
 
 def stored_png(owner, **options) -> Attachment:
