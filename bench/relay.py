@@ -639,7 +639,15 @@ def machine() -> str:
         ),
         platform.machine(),
     )
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, {core_speed():.2f} s per calibration loop"
+
+
+def core_speed() -> float:
+    """CPU seconds of a fixed pure-Python loop: the same VM model name can hide hosts of quite
+    different speed, and every figure here scales with it; compare runs by this first."""
+    started = time.process_time()
+    sum(number * number for number in range(10_000_000))
+    return time.process_time() - started
 
 
 # --- The run ----------------------------------------------------------------------------------------
