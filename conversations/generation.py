@@ -36,6 +36,7 @@ from conversations import (
     context_budget,
     events,
     json_replies,
+    retention,
     titles,
     tools,
     upstream,
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 2.0
 COPY_SECONDS = 0.25
 REJOIN_EVERY_TICKS = 4 * 3600  # 1 h: channels_redis forgets group members after group_expiry
+PURGE_EVERY_TICKS = 4 * 600  # 10 min: conversations deleted past the restore window (retention.py)
 STATE_TIMEOUT = 0.5
 GENERATIONS_GROUP = "generations"  # every process listens here for stop and state requests
 CACHE_PREFIX = "chatsite:live:"
@@ -660,6 +662,8 @@ async def _maintain() -> None:
                         await events.publish(group, done)
                 if tick % REJOIN_EVERY_TICKS == 0:
                     await layer.group_add(GENERATIONS_GROUP, channel)
+                if tick % PURGE_EVERY_TICKS == 0:
+                    await database_sync_to_async(retention.purge_deleted_conversations)()
             except Exception:
                 logger.exception("reply maintenance failed; trying again")
     finally:
