@@ -13,6 +13,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from conversations import secretbox
@@ -396,7 +397,7 @@ class ShareLink(models.Model):
         ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
-        return f"share link {self.pk}"
+        return gettext("Share link %(id)s") % {"id": self.pk}
 
     @property
     def token(self) -> str:

@@ -7,19 +7,22 @@ from django.utils import timezone
 
 from conversations.models import RESTORE_WINDOW, Conversation, Message
 
-# Conversations removed per pass: a member who deleted thousands at once is purged over a few passes,
-# each a short transaction.
-PURGE_BATCH = 100
+# Conversations removed per pass. Small: the pass runs on the process's one database thread, which
+# the chat's sockets and lease renewals share, and deleting loads every message of what goes.
+PURGE_BATCH = 10
 
 
 def purge_deleted_conversations() -> int:
     """Remove conversations deleted longer ago than the restore window; return how many went. A
     conversation whose reply is still being written waits for a later pass."""
+    cutoff = timezone.now() - RESTORE_WINDOW
     expired = list(
-        Conversation.objects.filter(deleted_at__lt=timezone.now() - RESTORE_WINDOW)
+        Conversation.objects.filter(deleted_at__lt=cutoff)
         .exclude(messages__status__in=Message.LIVE_STATUSES)
         .values_list("pk", flat=True)[:PURGE_BATCH]
     )
-    if expired:
-        Conversation.objects.filter(pk__in=expired).delete()
-    return len(expired)
+    if not expired:
+        return 0
+    # Checked again as it is deleted: an Undo may have landed since the ids were read.
+    _, by_model = Conversation.objects.filter(pk__in=expired, deleted_at__lt=cutoff).delete()
+    return by_model.get(Conversation._meta.label, 0)

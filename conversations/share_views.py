@@ -11,6 +11,7 @@ import uuid
 from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -57,21 +58,24 @@ def missing() -> HttpResponse:
 
 def _throttled() -> HttpResponse:
     response = HttpResponse(
-        _("Too many requests. Please wait a minute."), status=429, content_type="text/plain"
+        _("Too many requests. Please wait a minute."), status=429, content_type="text/plain; charset=utf-8"
     )
-    response["Retry-After"] = "60"
+    response["Retry-After"] = str(settings.SHARE_MISS_WINDOW)
     return _private(response)
 
 
 def _link_or_answer(request: HttpRequest, token: str) -> ShareLink | HttpResponse:
     """The usable link, or the response to give instead: 429 while guessing is throttled, else 404."""
     guesser = sharing.guesser(client_address(request), request.user)
-    if sharing.guessing_throttled(guesser):
+    if sharing.guesser_throttled(guesser):
         return _throttled()
     link = sharing.find_link(token)
     if link is None:
+        # Past the site-wide ceiling misses are refused too, but working links still open: a scan
+        # from many addresses must not lock the team's readers out.
+        scanned = sharing.scan_throttled(guesser)
         sharing.record_miss(guesser)
-        return missing()
+        return _throttled() if scanned else missing()
     return link
 
 

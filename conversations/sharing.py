@@ -9,6 +9,7 @@ docs/sharing.md describes it for people.
 """
 
 import ipaddress
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +27,8 @@ from django.utils.translation import gettext
 from conversations import catalog, events, secretbox
 from conversations.messaging import Tree
 from conversations.models import Attachment, Conversation, Message, ShareLink, hash_token
+
+logger = logging.getLogger(__name__)
 
 # The expiries the chat's dialog offers, in days; None is never.
 EXPIRY_DAYS = (None, 1, 7, 30)
@@ -165,10 +168,16 @@ def may_view(link: ShareLink, user: Any) -> bool:
 
 
 def shared_messages(link: ShareLink) -> list[Message]:
-    """The snapshot's messages that still exist, in path order."""
+    """The snapshot's messages that still exist, in path order; not system messages (an import keeps a
+    conversation's instructions so): they are the owner's, not part of a share, neither shown nor
+    copied on Continue."""
     rows = Message.objects.in_bulk(link.message_ids)
     return [
-        rows[pk] for pk in link.message_ids if pk in rows and rows[pk].conversation_id == link.conversation_id
+        rows[pk]
+        for pk in link.message_ids
+        if pk in rows
+        and rows[pk].conversation_id == link.conversation_id
+        and rows[pk].role != Message.Role.SYSTEM
     ]
 
 
@@ -234,20 +243,34 @@ def guesser(address: str, user: Any) -> str:
     return f"address:{ip}"
 
 
-def _counters(guesser: str) -> list[MissCounter]:
+def _own_counter(guesser: str) -> MissCounter:
     # Hashed: a forwarded address may hold characters some cache backends refuse in keys.
-    counters = [MissCounter(f"share-misses:{hash_token(guesser)}", settings.SHARE_MISSES_PER_ADDRESS)]
+    return MissCounter(f"share-misses:{hash_token(guesser)}", settings.SHARE_MISSES_PER_ADDRESS)
+
+
+SITE_COUNTER_KEY = "share-misses:all"
+
+
+def _counters(guesser: str) -> list[MissCounter]:
+    counters = [_own_counter(guesser)]
     if not guesser.startswith("member:"):
-        counters.append(MissCounter("share-misses:all", settings.SHARE_MISSES_GLOBAL))
+        counters.append(MissCounter(SITE_COUNTER_KEY, settings.SHARE_MISSES_GLOBAL))
     return counters
 
 
-def guessing_throttled(guesser: str) -> bool:
-    """Whether this guesser (see guesser()), or all anonymous ones together, missed too often in the
-    current window."""
-    counters = _counters(guesser)
-    counts = cache.get_many([counter.key for counter in counters])
-    return any(counts.get(counter.key, 0) >= counter.limit for counter in counters)
+def guesser_throttled(guesser: str) -> bool:
+    """Whether this guesser (see guesser()) missed too often in the current window: then every share
+    address answers it 429, the right token included."""
+    counter = _own_counter(guesser)
+    return cache.get(counter.key, 0) >= counter.limit
+
+
+def scan_throttled(guesser: str) -> bool:
+    """Whether anonymous guessers together missed too often in the current window: then their misses
+    answer 429 (a distributed scan), while working links still open."""
+    if guesser.startswith("member:"):
+        return False
+    return cache.get(SITE_COUNTER_KEY, 0) >= settings.SHARE_MISSES_GLOBAL
 
 
 def record_miss(guesser: str) -> None:
@@ -301,8 +324,6 @@ def continue_from(link: ShareLink, user: Any) -> Conversation:
     copies: dict[str, Attachment] = {}
     parent = None
     for message in messages:
-        if message.role == Message.Role.SYSTEM:
-            continue  # instructions of the owner's (an import holds them as messages): not part of a share
         parts = []
         for part in message.parts:
             if isinstance(part, dict) and part.get("type") == "image":
@@ -310,7 +331,11 @@ def continue_from(link: ShareLink, user: Any) -> Conversation:
                 if original is None:
                     continue  # gone since the snapshot
                 if str(original.public_id) not in copies:
-                    copies[str(original.public_id)] = _copy_attachment(original, user, conversation)
+                    try:
+                        copies[str(original.public_id)] = _copy_attachment(original, user, conversation)
+                    except OSError:
+                        logger.warning("image %s of a share is missing its file; left out", original.pk)
+                        continue
                 part = {**part, "attachment": str(copies[str(original.public_id)].public_id)}
             parts.append(part)
         copy = Message(

@@ -18,6 +18,7 @@ from tests.fixtures.hostile_watch import Guard
 from tests.fixtures.users import BOB_PASSWORD, CHARLIE_PASSWORD, make_user
 from tests.test_browser_a11y import Audit  # axe's runner, as for the other pages
 from tests.test_browser_images import attach, picture
+from tests.websocket_client import offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -134,6 +135,18 @@ def test_share_read_logged_out_team_only_revoke_and_continue(
     assert original.messages.count() == 4
     assert not original.messages.filter(text="Continuing here").exists()
     assert chat.dialogs == []
+
+    # Esc closes the dialog and leaves a reply being written alone (the page's own Esc stops one).
+    chat.page.locator("#share-close").click()  # still open from the revoke
+    chat.send(offline(words=300, pace_ms=30))
+    live = re.compile(r"status-(pending|streaming)")
+    expect(chat.last_reply).to_have_class(live)
+    chat.page.get_by_role("button", name="More").click()
+    chat.page.get_by_role("button", name="Share…").click()
+    expect(chat.page.locator("#share-dialog")).to_be_visible()
+    chat.page.keyboard.press("Escape")
+    expect(chat.page.locator("#share-dialog")).to_be_hidden()
+    expect(chat.last_reply).to_have_class(live)
 
 
 # --- Images, and copying a link again -------------------------------------------------------------

@@ -293,7 +293,10 @@ def test_guessing_from_many_addresses_is_stopped_globally(client_bob, bob_conver
     token = token_of(create(client_bob, bob_conversation))
     for number in range(5):
         assert Client(REMOTE_ADDR=f"192.0.2.{number}").get(f"/s/guess{number}/").status_code == 404
-    assert Client(REMOTE_ADDR="198.51.100.7").get(f"/s/{token}/").status_code == 429
+    # Past the site-wide ceiling, anyone's misses are refused...
+    assert Client(REMOTE_ADDR="198.51.100.7").get("/s/guess-again/").status_code == 429
+    # ...while a working link still opens: a scan cannot lock readers out.
+    assert Client(REMOTE_ADDR="198.51.100.8").get(f"/s/{token}/").status_code == 200
 
 
 def test_ipv6_guessers_are_counted_per_64(client_bob, bob_conversation, talk):
@@ -313,9 +316,10 @@ def test_members_are_counted_by_account_and_not_locked_out_by_anonymous_guessing
     token = token_of(create(client_bob, bob_conversation))
     for number in range(5):
         assert Client(REMOTE_ADDR=f"192.0.2.{number}").get(f"/s/guess{number}/").status_code == 404
-    assert Client(REMOTE_ADDR="198.51.100.7").get(f"/s/{token}/").status_code == 429
-    assert client_charlie.get(f"/s/{token}/").status_code == 200  # a member still reads the team's links
-    for number in range(20):
+    assert Client(REMOTE_ADDR="198.51.100.7").get("/s/guess-again/").status_code == 429
+    # A member's misses are their own: not refused for the scan, counted per account.
+    assert client_charlie.get("/s/guess-mine/").status_code == 404
+    for number in range(19):
         assert client_charlie.get(f"/s/guess{number}/").status_code == 404
     assert client_charlie.get(f"/s/{token}/").status_code == 429  # and is limited as one guesser
 
@@ -408,11 +412,25 @@ def test_continuing_copies_the_snapshot_and_leaves_the_original(
     assert client_charlie.get(f"/c/{bob_conversation.public_id}/").status_code == 404
 
 
-def test_continuing_leaves_the_owners_instructions_out(client_bob, client_charlie, charlie, bob_conversation):
+def test_continuing_leaves_out_an_image_whose_file_is_gone(
+    client_bob, client_charlie, charlie, bob_conversation, talk, pictures
+):
+    token = token_of(create(client_bob, bob_conversation))
+    pictures[0].file.storage.delete(pictures[0].file.name)
+    assert client_charlie.post(f"/s/{token}/continue/").status_code == 302
+    answer = Conversation.objects.get(owner=charlie).messages.order_by("pk").last()
+    assert [part["type"] for part in answer.parts] == ["text"]
+
+
+def test_system_messages_are_neither_shown_nor_copied(client_bob, client_charlie, charlie, bob_conversation):
     instructions = add(bob_conversation, "system", "You are bob's private assistant.")
     question = add(bob_conversation, "user", "Hello?", instructions)
     add(bob_conversation, "assistant", "Hi.", question)
-    client_charlie.post(f"/s/{token_of(create(client_bob, bob_conversation))}/continue/")
+    token = token_of(create(client_bob, bob_conversation))
+    page = Client().get(f"/s/{token}/")
+    assert [m["role"] for m in page_data(page)["messages"]] == ["user", "assistant"]
+    assert b"private assistant" not in page.content
+    client_charlie.post(f"/s/{token}/continue/")
     copied = list(Conversation.objects.get(owner=charlie).messages.order_by("pk"))
     assert [(m.role, m.text) for m in copied] == [("user", "Hello?"), ("assistant", "Hi.")]
     assert copied[0].parent_id is None

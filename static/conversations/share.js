@@ -33,6 +33,12 @@ export class ShareDialog {
       this.open();
     });
     $("share-close").addEventListener("click", () => this.dialog.close());
+    this.dialog.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || event.isComposing) return;
+      // Handled here: the page's own Escape stops a reply being written, which is not what was meant.
+      event.preventDefault();
+      this.dialog.close();
+    });
     // The menu entry is hidden once the menu closes: the focus goes back to the menu's button.
     this.dialog.addEventListener("close", () => menuButton.focus());
     this.createButton.addEventListener("click", () => this.create());
