@@ -102,6 +102,15 @@ def test_a_deleted_conversation_comes_back_with_undo(
     expect(toast(page)).to_have_count(0)
     expect(page.get_by_role("link", name="Shopping list")).to_be_focused()
     assert Conversation.objects.get(title="Shopping list").deleted_at is None
+    # Another tab's change redraws the list here: the focus stays on the row that had it.
+    row(other, "Weekend plans").hover()
+    other.get_by_role("button", name="Pin: Weekend plans").click()
+    expect(page.locator("#pinned-list .conversation-item")).to_have_count(1)
+    expect(page.get_by_role("link", name="Shopping list")).to_be_focused()
+    row(other, "Weekend plans").hover()
+    other.get_by_role("button", name="Unpin: Weekend plans").click()
+    expect(recent(page)).to_have_text(everything)
+    expect(page.get_by_role("link", name="Shopping list")).to_be_focused()
 
     # The open conversation: the page goes to a new chat; Undo brings it back and opens it again.
     poem = bobs_conversations["Spring poem"]

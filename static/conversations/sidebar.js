@@ -147,6 +147,18 @@ export class Sidebar {
   draw() {
     // An open rename field would lose what is being typed; the list is redrawn when it closes.
     if (this.editing) return;
+    // The rows are drawn anew; the control that had the focus (a row's link or button) gets it back,
+    // also when the redraw comes from an event of another tab or process just after an Undo.
+    const focused = this.root.contains(document.activeElement) ? document.activeElement : null;
+    const focusedId = focused?.closest(".conversation-item")?.dataset.id;
+    const focusedPart = focused?.classList.contains("conversation-link") ? "conversation-link" : focused?.classList[1];
+    this.drawRows();
+    if (focusedId === undefined || document.activeElement !== document.body) return;
+    const row = this.root.querySelector(`.conversation-item[data-id="${CSS.escape(focusedId)}"]`);
+    (focusedPart && row?.querySelector(`.${CSS.escape(focusedPart)}`))?.focus();
+  }
+
+  drawRows() {
     const searching = this.results !== null;
     this.pinnedList.hidden = searching;
     this.recentList.hidden = searching;
