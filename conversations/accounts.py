@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
+from conversations import throttle
 from conversations.models import AccountLink, MemberSession, hash_token
 
 # Printed at every start while no admin exists, so it need not live long.
@@ -198,15 +199,7 @@ def login_throttled(username: str, address: str) -> bool:
 def record_login_failure(username: str, address: str) -> None:
     """Count a failed login against the account and the address, for LOGIN_THROTTLE_WINDOW seconds."""
     for key in _throttle_keys(username, address):
-        # add() creates the counter with its expiry only if absent; incr() is atomic on shared caches,
-        # so concurrent failures each count. The window runs from the first failure.
-        if cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW):
-            continue
-        try:
-            cache.incr(key)
-        except ValueError:
-            # It expired between add() and incr().
-            cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW)
+        throttle.count_failure(key, settings.LOGIN_THROTTLE_WINDOW)
 
 
 def clear_login_failures(username: str) -> None:

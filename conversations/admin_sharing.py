@@ -5,9 +5,8 @@ them."""
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.translation import gettext_lazy, ngettext
 
 from conversations import sharing
@@ -26,16 +25,8 @@ class StateFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        now = timezone.now()
-        # As sharing.state_of: a deactivated owner's links count as revoked.
-        revoked = Q(revoked_at__isnull=False) | Q(conversation__owner__is_active=False)
-        if self.value() == "revoked":
-            return queryset.filter(revoked)
-        if self.value() == "expired":
-            return queryset.exclude(revoked).filter(expires_at__lte=now)
-        if self.value() == "active":
-            return queryset.exclude(revoked).exclude(expires_at__lte=now)
-        return queryset
+        chosen = {"active": queryset.usable, "expired": queryset.expired, "revoked": queryset.revoked}
+        return chosen[self.value()]() if self.value() in chosen else queryset
 
 
 @admin.register(ShareLink)
@@ -71,7 +62,7 @@ class ShareLinkAdmin(admin.ModelAdmin):
 
     @admin.action(description=gettext_lazy("Revoke the selected links"), permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now(), token_encrypted="")
+        count = sharing.revoke_all(queryset)
         message = ngettext("%(count)d link revoked.", "%(count)d links revoked.", count) % {"count": count}
         self.message_user(request, message, messages.SUCCESS)
 

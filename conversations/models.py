@@ -360,12 +360,29 @@ class Tool(models.Model):
         self.secret_header_value_encrypted = secretbox.encrypt(value) if value else ""
 
 
+def _revoked_link() -> models.Q:
+    # A deactivated owner's links answer 404 like revoked ones, and are listed so.
+    return models.Q(revoked_at__isnull=False) | models.Q(conversation__owner__is_active=False)
+
+
 class ShareLinkQuerySet(models.QuerySet):
+    """A link's state (sharing.state_of) as queries: revoked, expired, or usable."""
+
     def for_user(self, user: Any) -> "ShareLinkQuerySet":
-        """The one access rule for a member's links: those of their own conversations."""
+        """The one access rule for a member's links: those of their own conversations (with the owner,
+        whom a link's state reads)."""
         if not user.is_authenticated:
             return self.none()
-        return self.filter(conversation__owner=user)
+        return self.filter(conversation__owner=user).select_related("conversation__owner")
+
+    def revoked(self) -> "ShareLinkQuerySet":
+        return self.filter(_revoked_link())
+
+    def expired(self) -> "ShareLinkQuerySet":
+        return self.exclude(_revoked_link()).filter(expires_at__lte=timezone.now())
+
+    def usable(self) -> "ShareLinkQuerySet":
+        return self.exclude(_revoked_link()).exclude(expires_at__lte=timezone.now())
 
 
 class ShareLink(models.Model):

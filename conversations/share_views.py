@@ -145,9 +145,7 @@ def continue_shared(request: HttpRequest, token: str) -> HttpResponse:
 
 def _own_link(request: HttpRequest, link_id: int) -> ShareLink:
     """One of the member's links; anyone else's is a 404, as if it did not exist."""
-    return get_object_or_404(
-        ShareLink.objects.for_user(request.user).select_related("conversation__owner"), pk=link_id
-    )
+    return get_object_or_404(ShareLink.objects.for_user(request.user), pk=link_id)
 
 
 def _refused(error: sharing.ShareRefused) -> BadRequest:
@@ -175,7 +173,7 @@ def conversation_shares(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
     expires_in_days}: a new link, with its full address."""
     conversation = conversation_or_404(request, public_id)
     if request.method == "GET":
-        links = ShareLink.objects.filter(conversation=conversation).select_related("conversation__owner")
+        links = ShareLink.objects.for_user(request.user).filter(conversation=conversation)
         return JsonResponse({"shares": [sharing.link_data(link) for link in links]})
     audience, days = _create_options(request)
     try:
@@ -190,7 +188,7 @@ def conversation_shares(request: HttpRequest, public_id: uuid.UUID) -> JsonRespo
 @require_GET
 @api_view
 def share_list(request: HttpRequest) -> JsonResponse:
-    links = ShareLink.objects.for_user(request.user).select_related("conversation__owner")
+    links = ShareLink.objects.for_user(request.user)
     return JsonResponse({"shares": [sharing.link_data(link) for link in links]})
 
 
@@ -225,7 +223,7 @@ def share_snapshot(request: HttpRequest, link_id: int) -> JsonResponse:
 @login_required
 @never_cache
 def my_shares(request: HttpRequest) -> HttpResponse:
-    links = ShareLink.objects.for_user(request.user).select_related("conversation__owner")
+    links = ShareLink.objects.for_user(request.user)
     rows: list[dict[str, Any]] = []
     for link in links:
         path = sharing.link_path(link)

@@ -20,11 +20,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from conversations import catalog, events, secretbox
+from conversations import catalog, events, secretbox, throttle
 from conversations.messaging import Tree
 from conversations.models import Attachment, Conversation, Message, ShareLink, hash_token
 
@@ -98,14 +99,18 @@ def revoke(link: ShareLink) -> None:
         link.save(update_fields=["revoked_at", "token_encrypted"])
 
 
+def revoke_all(links: QuerySet) -> int:
+    """Revoke these links at once (the admin's action, a deleted conversation's); how many were not yet."""
+    return links.filter(revoked_at__isnull=True).update(revoked_at=timezone.now(), token_encrypted="")
+
+
 def revoke_links_of(conversation: Conversation) -> int:
     """Revoke every link of a conversation (it is being deleted); Undo does not bring them back."""
-    return ShareLink.objects.filter(conversation=conversation, revoked_at__isnull=True).update(
-        revoked_at=timezone.now(), token_encrypted=""
-    )
+    return revoke_all(ShareLink.objects.filter(conversation=conversation))
 
 
 def state_of(link: ShareLink) -> str:
+    """As ShareLinkQuerySet's revoked(), expired() and usable(), for a link in hand."""
     if link.revoked_at is not None or not link.conversation.owner.is_active:
         return "revoked"  # a deactivated owner's links answer 404 like revoked ones
     if link.expires_at is not None and link.expires_at <= timezone.now():
@@ -149,15 +154,9 @@ def find_link(token: str) -> ShareLink | None:
     its owner active. None for all the rest alike."""
     if not token or len(token) > 100:
         return None
-    now = timezone.now()
     return (
-        ShareLink.objects.filter(
-            token_hash=hash_token(token),
-            revoked_at__isnull=True,
-            conversation__deleted_at__isnull=True,
-            conversation__owner__is_active=True,
-        )
-        .exclude(expires_at__lte=now)
+        ShareLink.objects.usable()
+        .filter(token_hash=hash_token(token), conversation__deleted_at__isnull=True)
         .select_related("conversation__owner")
         .first()
     )
@@ -276,13 +275,7 @@ def scan_throttled(guesser: str) -> bool:
 def record_miss(guesser: str) -> None:
     """Count a lookup that found no usable link, for SHARE_MISS_WINDOW seconds from the first."""
     for counter in _counters(guesser):
-        # As accounts.record_login_failure: add() starts the window, incr() is atomic on shared caches.
-        if cache.add(counter.key, 1, timeout=settings.SHARE_MISS_WINDOW):
-            continue
-        try:
-            cache.incr(counter.key)
-        except ValueError:
-            cache.add(counter.key, 1, timeout=settings.SHARE_MISS_WINDOW)
+        throttle.count_failure(counter.key, settings.SHARE_MISS_WINDOW)
 
 
 # --- Continuing from a share ----------------------------------------------------------------------
@@ -293,17 +286,15 @@ def _copy_attachment(attachment: Attachment, user: Any, conversation: Conversati
     with attachment.file.open("rb") as source:
         content = source.read()
     extension = attachment.file.name[attachment.file.name.rfind(".") :]
-    copy = Attachment(
+    return Attachment.objects.create(
         owner=user,
         conversation=conversation,
+        file=ContentFile(content, name=f"image{extension}"),
         content_type=attachment.content_type,
         width=attachment.width,
         height=attachment.height,
         size=attachment.size,
     )
-    copy.file.save(f"image{extension}", ContentFile(content), save=False)
-    copy.save()
-    return copy
 
 
 @transaction.atomic

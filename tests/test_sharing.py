@@ -503,6 +503,32 @@ def test_an_admin_lists_and_revokes_anyones_links(client_alice, client_bob, bob_
     assert Client().get(f"/s/{token}/").status_code == 404
 
 
+def test_the_admin_filters_links_by_state_as_the_links_answer(
+    client_alice, client_bob, client_charlie, charlie, bob_conversation, talk
+):
+    """Each state filter holds exactly the links that answer so: usable, expired, or revoked (a
+    deactivated owner's included)."""
+    active, expired, revoked = (token_of(create(client_bob, bob_conversation)) for _ in range(3))
+    ShareLink.objects.filter(token_hash=hash_token(expired)).update(expires_at=timezone.now())
+    sharing.revoke(ShareLink.objects.get(token_hash=hash_token(revoked)))
+    theirs = Conversation.objects.create(owner=charlie, title="Charlie's")
+    add(theirs, "user", "Hi")
+    departed = token_of(create(client_charlie, theirs))
+    charlie.is_active = False
+    charlie.save()
+
+    def listed(state: str) -> set[str]:
+        response = client_alice.get(f"/admin/conversations/sharelink/?state={state}")
+        return {link.token_hash for link in response.context["cl"].result_list}
+
+    assert listed("active") == {hash_token(active)}
+    assert listed("expired") == {hash_token(expired)}
+    assert listed("revoked") == {hash_token(revoked), hash_token(departed)}
+    for token in (expired, revoked, departed):
+        assert Client().get(f"/s/{token}/").status_code == 404
+    assert Client().get(f"/s/{active}/").status_code == 200
+
+
 # --- The chat socket ------------------------------------------------------------------------------
 
 

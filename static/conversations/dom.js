@@ -28,3 +28,15 @@ export function iconButton(name, label, className = "") {
 export function format(template, values) {
   return template.replace(/%\((\w+)\)s/g, (match, key) => (key in values ? String(values[key]) : match));
 }
+
+/** Put a field's text on the clipboard; without one (an insecure origin), select it for the reader to
+ *  copy. Whether it was copied. */
+export async function copyField(field) {
+  try {
+    await navigator.clipboard.writeText(field.value);
+    return true;
+  } catch {
+    field.select();
+    return false;
+  }
+}

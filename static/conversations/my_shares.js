@@ -1,19 +1,15 @@
 // "My shared links" (templates/conversations/my_shares.html): each working link's Copy button puts its
 // address on the clipboard. The page is usable without this script: the address is in a read-only field.
+import { copyField } from "./dom.js";
 
 for (const button of document.querySelectorAll("button.share-copy")) {
   const field = document.getElementById(button.dataset.target);
   const label = button.textContent;
   button.addEventListener("click", async () => {
-    try {
-      await navigator.clipboard.writeText(field.value);
-      button.textContent = button.dataset.copied;
-      setTimeout(() => {
-        button.textContent = label;
-      }, 2000);
-    } catch {
-      // No clipboard (an insecure origin): the address is selected for the reader to copy.
-      field.select();
-    }
+    if (!(await copyField(field))) return;
+    button.textContent = button.dataset.copied;
+    setTimeout(() => {
+      button.textContent = label;
+    }, 2000);
   });
 }

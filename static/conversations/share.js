@@ -3,7 +3,7 @@
 // that still works comes with its address (`path`), so revoked and expired ones offer no copy.
 
 import { requestJSON } from "./api.js";
-import { format } from "./dom.js";
+import { copyField, format } from "./dom.js";
 
 export class ShareDialog {
   /**
@@ -174,13 +174,7 @@ export class ShareDialog {
   }
 
   async copy() {
-    try {
-      await navigator.clipboard.writeText(this.url.value);
-      this.status.textContent = this.strings.copied;
-    } catch {
-      // No clipboard (an insecure origin): the address is selected for the reader to copy.
-      this.url.select();
-    }
+    if (await copyField(this.url)) this.status.textContent = this.strings.copied;
   }
 
   showError(text) {
