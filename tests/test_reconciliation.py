@@ -54,7 +54,9 @@ def directive(kind: str, rng: random.Random) -> str:
     if kind == "broken":
         broken = rng.choice(["malformed_after", "error_after"])
         return offline(words=80, pace_ms=5, **{broken: rng.randint(3, 40)})
-    return offline(words=1000, pace_ms=30)  # long: 30 s, killed long before
+    # long: 4 min, so that it is still streaming when the server is killed however long the others take
+    # (a Stop that lands late leaves its reply running for up to 20 s); killed, it costs no time.
+    return offline(words=8000, pace_ms=30)
 
 
 async def open_socket(server: RunningServer, cookie: bytes):
