@@ -43,10 +43,11 @@ def directive(kind: str, rng: random.Random) -> str:
     if kind == "no_usage":
         return offline(words=rng.randint(5, 40), pace_ms=5, no_usage=True)
     if kind == "stop":
-        # 20 s: a Stop lands long before the upstream could finish, also when the machine is so busy
-        # that the member sees deltas seconds late (a reply that ended first would be "complete", and
-        # one whose final usage chunk sat unread when Stop came would be estimated).
-        return offline(words=1000, pace_ms=20)
+        # 60 s: a Stop lands long before the upstream could finish, also when the machine is so busy
+        # that the member sees deltas many seconds late (seen: over 20 s with the other suite running
+        # beside this one). A reply that ended first would be "complete", and one whose final usage
+        # chunk sat unread when Stop came would be estimated.
+        return offline(words=3000, pace_ms=20)
     if kind == "refused":
         return offline(status=rng.choice([400, 401, 404, 413]))  # not retried: one request each
     if kind == "dropped":
@@ -55,7 +56,7 @@ def directive(kind: str, rng: random.Random) -> str:
         broken = rng.choice(["malformed_after", "error_after"])
         return offline(words=80, pace_ms=5, **{broken: rng.randint(3, 40)})
     # long: 4 min, so that it is still streaming when the server is killed however long the others take
-    # (a Stop that lands late leaves its reply running for up to 20 s); killed, it costs no time.
+    # (a Stop that lands late leaves its reply running for up to 60 s); killed, it costs no time.
     return offline(words=8000, pace_ms=30)
 
 
