@@ -107,11 +107,14 @@ def estimate(model: ChatModel, payload: dict[str, Any], prompt_chars: int) -> di
     }
 
 
-def admit(user_id: int, model: ChatModel, payload: dict[str, Any], prompt_chars: int) -> list[list[Any]]:
+def admit(
+    user_id: int, model: ChatModel, payload: dict[str, Any], prompt_chars: int, *, rates: bool = True
+) -> list[list[Any]]:
     """Reserve the request against every limit of the member, or raise LimitReached (and reserve
     nothing: call it inside the transaction that saves the request). Returns the reservations for
-    UsageRecord.reservations: [[LimitUsage id, kind, amount], ...]."""
-    limits = limits_for(user_id)
+    UsageRecord.reservations: [[LimitUsage id, kind, amount], ...]. rates=False leaves out requests per
+    minute: a reply's later tool steps spend tokens and money, but the member asked only once."""
+    limits = [limit for limit in limits_for(user_id) if rates or limit.kind != Limit.Kind.REQUESTS]
     if not limits:
         return []
     amounts = estimate(model, payload, prompt_chars)
@@ -136,7 +139,7 @@ def admit(user_id: int, model: ChatModel, payload: dict[str, Any], prompt_chars:
 
 def settle(record: UsageRecord, tokens: int, cost: Decimal) -> None:
     """Release the record's reservations and count what the request really used; a request that
-    reserved nothing (a title, a later tool step) still counts against the member's budgets."""
+    reserved nothing (a title) still counts against the member's budgets."""
     actual = {Limit.Kind.TOKENS: Decimal(tokens), Limit.Kind.COST: cost, Limit.Kind.REQUESTS: Decimal(1)}
     if record.reservations:
         with transaction.atomic():

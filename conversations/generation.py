@@ -522,8 +522,8 @@ async def run_tools(
     except context_budget.ContextTooLongError as error:
         # Before the next record is started: a request never sent has no usage record.
         raise upstream.UpstreamError(error.code, None, str(error)) from None
-    await _landed(database_sync_to_async(_save_step)(live, live.parts(), live.seq, None, None))
     plan.payload, plan.prompt_chars = payload, fitted.prompt_chars
+    await _landed(database_sync_to_async(_save_step)(live, live.parts(), live.seq, None, None))
 
 
 def _results(call_parts: list[dict[str, Any]], outputs: list[str]) -> list[dict[str, Any]]:
@@ -568,12 +568,22 @@ def _save_step(
     timings: dict[str, Any] | None,
 ) -> None:
     """With tokens: the step's request is done, its record finished. Without: the results are in, and
-    the next request's record is started. Either way the parts so far are checkpointed."""
+    the next request (plan.payload) is admitted against the member's budgets and its record started;
+    over a budget, the reply ends there with the refusal. Either way the parts so far are checkpointed."""
     plan = live.plan
+    refused = None
     with transaction.atomic():
         _save_checkpoint(plan.reply.pk, parts, seq)
         if tokens is not None:
             usage.finish(plan.record, status=UsageRecord.Status.COMPLETE, tokens=tokens, **(timings or {}))
+            return
+        try:
+            with transaction.atomic():  # a savepoint: a refusal leaves no reservation behind
+                reservations = budgets.admit(
+                    plan.user_id, plan.model, plan.payload, plan.prompt_chars, rates=False
+                )
+        except budgets.LimitReached as limit:
+            refused = limit
         else:
             plan.record = usage.start(
                 user_id=plan.user_id,
@@ -581,7 +591,10 @@ def _save_step(
                 source=UsageRecord.Source.TOOL_STEP,
                 conversation_id=plan.conversation_id,
                 message=plan.reply,
+                reservations=reservations,
             )
+    if refused is not None:  # after the checkpoint's commit: the steps so far are kept
+        raise upstream.UpstreamError(refused.code, None, refused.detail)
 
 
 def _timings(started: float, first_token_at: float | None, ended: float) -> dict[str, Any]:

@@ -154,6 +154,55 @@ def test_a_stopped_reply_settles_too(bob, bob_conversation, offline_upstream):
     assert row.reserved == 0 and row.used == record.prompt_tokens + record.completion_tokens > 0
 
 
+def send_with_a_tool_call(member, conversation):
+    conversation.tools = ["calculator"]
+    conversation.save(update_fields=["tools"])
+    directive = offline(tool_calls=[{"name": "calculator", "arguments": {"expression": "6*7"}}])
+    return messaging.do_send_message(member, str(conversation.public_id), directive)
+
+
+def test_a_tool_step_is_admitted_against_budgets_but_not_against_the_rate(
+    bob, bob_conversation, offline_upstream
+):
+    Limit.objects.create(user=bob, kind=Limit.Kind.TOKENS, period=Limit.Period.DAY, amount=100_000)
+    Limit.objects.create(user=bob, kind=Limit.Kind.REQUESTS, period=Limit.Period.MINUTE, amount=1)
+    plan = send_with_a_tool_call(bob, bob_conversation)
+    async_to_sync(run_reply)(plan)
+    assert Message.objects.get(pk=plan.reply.pk).status == Message.Status.COMPLETE
+    first, step = UsageRecord.objects.filter(message=plan.reply).order_by("pk")
+    assert step.source == UsageRecord.Source.TOOL_STEP
+    assert [kind for _row, kind, _amount in step.reservations] == [Limit.Kind.TOKENS]
+    tokens = LimitUsage.objects.get(limit__kind=Limit.Kind.TOKENS)
+    both = sum(record.prompt_tokens + record.completion_tokens for record in (first, step))
+    assert (tokens.used, tokens.reserved) == (both, 0)
+    requests = LimitUsage.objects.get(limit__kind=Limit.Kind.REQUESTS)
+    assert (requests.used, requests.reserved) == (1, 0)  # the member asked once
+
+
+def test_a_tool_step_over_the_budget_ends_the_reply_and_keeps_the_steps(
+    bob, bob_conversation, offline_upstream
+):
+    offline_upstream.clear()
+    limit = Limit.objects.create(user=bob, kind=Limit.Kind.TOKENS, period=Limit.Period.DAY, amount=100_000)
+    plan = send_with_a_tool_call(bob, bob_conversation)
+    # Room for exactly the first request: the next one, with the call and its result, has none.
+    limit.amount = Decimal(plan.record.reservations[0][2])
+    limit.save()
+    budgets.changed()
+    async_to_sync(run_reply)(plan)
+    reply = Message.objects.get(pk=plan.reply.pk)
+    assert reply.status == Message.Status.ERROR and reply.error_code == "budget_exceeded"
+    assert reply.error_detail.startswith("Out of budget:")
+    assert [part["type"] for part in reply.parts][:2] == ["tool_call", "tool_result"]
+    [record] = UsageRecord.objects.filter(message=reply)
+    assert record.status == UsageRecord.Status.COMPLETE
+    assert [entry["request_id"] for entry in offline_upstream.requests()] == [
+        str(record.request_id)
+    ]  # one call
+    row = LimitUsage.objects.get()
+    assert (row.used, row.reserved) == (record.prompt_tokens + record.completion_tokens, 0)
+
+
 def test_a_lapsed_reply_keeps_its_reservation_as_used(bob, bob_conversation):
     Limit.objects.create(user=bob, kind=Limit.Kind.TOKENS, period=Limit.Period.DAY, amount=100_000)
     plan = messaging.do_send_message(bob, str(bob_conversation.public_id), "Hello")
