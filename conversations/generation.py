@@ -677,6 +677,7 @@ async def _maintain() -> None:
                     await layer.group_add(GENERATIONS_GROUP, channel)
                 if tick % PURGE_EVERY_TICKS == 0:
                     await database_sync_to_async(retention.purge_deleted_conversations)()
+                    await database_sync_to_async(retention.purge_ended_sessions)()
             except Exception:
                 logger.exception("reply maintenance failed; trying again")
     finally:

@@ -1,16 +1,26 @@
 """A deleted conversation stays for Undo, then goes for good: its messages, images (and their files)
-and share links; its usage records stay, unlinked."""
+and share links; its usage records stay, unlinked. Expired sessions go, with whose they were."""
 
 import io
 import os
 from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.models import Session
+from django.test import Client
 from django.utils import timezone
 from PIL import Image
 
 from conversations import images, retention, sharing
-from conversations.models import RESTORE_WINDOW, Attachment, Conversation, Message, ShareLink, UsageRecord
+from conversations.models import (
+    RESTORE_WINDOW,
+    Attachment,
+    Conversation,
+    MemberSession,
+    Message,
+    ShareLink,
+    UsageRecord,
+)
 from conversations.usage import start
 
 pytestmark = pytest.mark.django_db
@@ -85,3 +95,19 @@ def test_a_pass_removes_at_most_a_batch(bob, offline_model, monkeypatch):
     assert retention.purge_deleted_conversations() == 2
     assert retention.purge_deleted_conversations() == 1
     assert not Conversation.objects.exists()
+
+
+def test_expired_sessions_go_with_the_rows_that_say_whose_they_were(bob, alice):
+    live, expired = Client(), Client()
+    live.force_login(bob)
+    expired.force_login(alice)
+    Session.objects.filter(session_key=expired.session.session_key).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    assert MemberSession.objects.count() == 2
+    assert retention.purge_ended_sessions() == 0  # too young to tell from a login in flight
+    MemberSession.objects.update(created_at=timezone.now() - retention.SESSION_ROW_GRACE * 2)
+    assert retention.purge_ended_sessions() == 1
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live.session.session_key]
+    assert list(MemberSession.objects.values_list("user__username", flat=True)) == ["bob"]
+    assert live.get("/").status_code == 200  # the live session still works
