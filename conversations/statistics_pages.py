@@ -169,6 +169,7 @@ def bar_chart(rows: list[Row], value: str, title: str, decimals: int = 0) -> Cha
         )
         # With nothing to show, one line at 0 rather than three that all read 0.
         for share in ((0, 0.5, 1) if top else (0,))
+        if decimals or float(top * share).is_integer()  # no half a request on a scale of counts
     ]
     every = max(1, round(len(rows) / 8))  # at most about eight day labels
     labels = [

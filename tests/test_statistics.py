@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from conversations import statistics
+from conversations import statistics, statistics_pages
 from conversations.models import ChatModel, Conversation, Profile, Provider, UsageRecord
 from conversations.statistics import Filters
 from tests.fixtures.chat import session_cookie
@@ -420,3 +420,19 @@ def test_the_one_pass_report_equals_the_table_by_table_queries(usage, bob, charl
     # The days, in a zone where some of them begin the evening before in UTC.
     local = Filters.for_days(FIRST, LAST, SHANGHAI)
     assert figures(statistics.report(local, everyone=False).days) == figures(statistics.by_day(local))
+
+
+@pytest.mark.parametrize(
+    ("requests", "cost", "request_scale", "cost_scale"),
+    [
+        (1, Decimal("0.0003"), ["0", "1"], ["0", "0.00025", "0.0005"]),
+        (7, Decimal("0.12"), ["0", "5", "10"], ["0", "0.1", "0.2"]),
+        (0, Decimal(0), ["0"], ["0"]),
+    ],
+)
+def test_a_chart_scale_reads_in_whole_requests_and_short_costs(requests, cost, request_scale, cost_scale):
+    days = [statistics.Row(key=date(2026, 11, 30), label="2026-11-30", requests=requests, cost=cost)]
+    by_requests = statistics_pages.bar_chart(days, "requests", "Requests by day")
+    by_cost = statistics_pages.bar_chart(days, "cost", "Cost by day", decimals=4)
+    assert [label for _y, label in by_requests.ticks] == request_scale
+    assert [label for _y, label in by_cost.ticks] == cost_scale
