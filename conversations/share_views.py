@@ -71,11 +71,7 @@ def _link_or_answer(request: HttpRequest, token: str) -> ShareLink | HttpRespons
         return _throttled()
     link = sharing.find_link(token)
     if link is None:
-        # Past the site-wide ceiling misses are refused too, but working links still open: a scan
-        # from many addresses must not lock the team's readers out.
-        scanned = sharing.scan_throttled(guesser)
-        sharing.record_miss(guesser)
-        return _throttled() if scanned else missing()
+        return _throttled() if sharing.record_miss(guesser) else missing()
     return link
 
 
@@ -118,8 +114,8 @@ def shared_attachment(request: HttpRequest, token: str, public_id: uuid.UUID) ->
         return missing()
     attachment = sharing.shared_attachment(found, public_id)
     if attachment is None:
-        sharing.record_miss(sharing.guesser(client_address(request), request.user))
-        return missing()
+        over = sharing.record_miss(sharing.guesser(client_address(request), request.user))
+        return _throttled() if over else missing()
     response = FileResponse(attachment.file.open("rb"), content_type=attachment.content_type)
     response["Content-Disposition"] = f'inline; filename="image.{attachment.file.name.rsplit(".", 1)[-1]}"'
     response["X-Content-Type-Options"] = "nosniff"

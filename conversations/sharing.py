@@ -264,18 +264,16 @@ def guesser_throttled(guesser: str) -> bool:
     return cache.get(counter.key, 0) >= counter.limit
 
 
-def scan_throttled(guesser: str) -> bool:
-    """Whether anonymous guessers together missed too often in the current window: then their misses
-    answer 429 (a distributed scan), while working links still open."""
-    if guesser.startswith("member:"):
-        return False
-    return cache.get(SITE_COUNTER_KEY, 0) >= settings.SHARE_MISSES_GLOBAL
-
-
-def record_miss(guesser: str) -> None:
-    """Count a lookup that found no usable link, for SHARE_MISS_WINDOW seconds from the first."""
+def record_miss(guesser: str) -> bool:
+    """Count a lookup that found no usable link, for SHARE_MISS_WINDOW seconds from the first; return
+    whether this miss is past a limit (then it answers 429). Decided by the count the miss itself made,
+    so parallel guesses cannot slip past the limit: the guesser's own, or for anonymous guessers the
+    site-wide one too (a distributed scan: its misses are refused, while working links still open)."""
+    over = False
     for counter in _counters(guesser):
-        throttle.count_failure(counter.key, settings.SHARE_MISS_WINDOW)
+        count = throttle.count_failure(counter.key, settings.SHARE_MISS_WINDOW)
+        over = over or count > counter.limit
+    return over
 
 
 # --- Continuing from a share ----------------------------------------------------------------------

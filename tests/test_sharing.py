@@ -273,6 +273,13 @@ def test_guessing_from_one_address_is_stopped_after_20_misses(client_bob, bob_co
     assert Client(REMOTE_ADDR="198.51.100.7").get(f"/s/{token}/").status_code == 200
 
 
+def test_parallel_guesses_cannot_slip_past_the_limit(client_bob, bob_conversation, talk, monkeypatch):
+    # As if 30 guesses arrived at once: each passed the up-front check before any of them had counted.
+    monkeypatch.setattr(sharing, "guesser_throttled", lambda guesser: False)
+    answers = [Client(REMOTE_ADDR="203.0.113.9").get(f"/s/guess{n}/").status_code for n in range(30)]
+    assert answers == [404] * 20 + [429] * 10
+
+
 def test_a_forwarded_address_counts_only_from_a_trusted_proxy(client_bob, bob_conversation, talk, settings):
     settings.TRUSTED_PROXIES = ["10.0.0.1"]
     token = token_of(create(client_bob, bob_conversation))
