@@ -6,7 +6,7 @@ by the local date (TruncDate with the viewer's tzinfo). docs/usage.md gives the 
 equals the totals shown, and what each figure means.
 
 Percentiles: PostgreSQL computes them with percentile_cont, in a query apart from the sums so that
-those run in parallel. SQLite has no percentile function, so there each one is read as the one or two
+those run in parallel, and on a connection of its own beside them (report()). SQLite has no percentile function, so there each one is read as the one or two
 values around its position in the sorted column (ORDER BY … LIMIT 2 OFFSET k) and interpolated as
 percentile_cont does; both engines give the same numbers.
 
@@ -17,7 +17,8 @@ that they are read, and kept equal, together.
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
@@ -25,7 +26,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Aggregate, Count, DecimalField, FloatField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils.translation import gettext as _
@@ -34,6 +35,7 @@ from conversations.models import ChatModel, Provider, UsageRecord
 
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
 TOP_USERS = 10
+PERCENTILE_WORK_MEM = "64MB"
 ERROR = UsageRecord.Status.ERROR
 # The figures summed per row of every table; the totals add the percentiles.
 COUNTED = ["prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens"]
@@ -176,22 +178,43 @@ def _row(key: Any, label: str, values: dict[str, Any]) -> Row:
     )
 
 
-def totals(filters: Filters, summed: dict[str, Any] | None = None) -> Totals:
-    """The sums (or those given, already read with the tables) and the percentiles."""
-    rows = filters.records()
-    result = Totals(**vars(_row(None, "", summed or rows.aggregate(**sums()))))
-    if connection.vendor == "postgresql":
-        # A query of their own: an ordered-set aggregate would keep the sums from running in parallel.
-        figures = {}
-        for column, name in (("time_to_first_token_ms", "ttft"), ("duration_ms", "duration")):
-            figures[f"{name}_p50"] = Percentile(column, 0.5)
-            figures[f"{name}_p95"] = Percentile(column, 0.95)
-        for name, value in rows.aggregate(**figures).items():
-            setattr(result, name, value)
-    else:
-        result.ttft_p50, result.ttft_p95 = ordered_percentiles(rows, "time_to_first_token_ms", (0.5, 0.95))
-        result.duration_p50, result.duration_p95 = ordered_percentiles(rows, "duration_ms", (0.5, 0.95))
+def totals(
+    filters: Filters, summed: dict[str, Any] | None = None, percentiles: dict[str, Any] | None = None
+) -> Totals:
+    """The sums and the percentiles (or those given, already read with the tables)."""
+    result = Totals(**vars(_row(None, "", summed or filters.records().aggregate(**sums()))))
+    for name, value in (percentiles or latency_percentiles(filters)).items():
+        setattr(result, name, value)
     return result
+
+
+def latency_percentiles(filters: Filters) -> dict[str, float | None]:
+    """Time to first token and duration, p50 and p95, as ttft_p50, ttft_p95, duration_p50, duration_p95."""
+    rows = filters.records()
+    if connection.vendor != "postgresql":
+        ttft = ordered_percentiles(rows, "time_to_first_token_ms", (0.5, 0.95))
+        duration = ordered_percentiles(rows, "duration_ms", (0.5, 0.95))
+        return dict(
+            zip(("ttft_p50", "ttft_p95", "duration_p50", "duration_p95"), ttft + duration, strict=True)
+        )
+    # A query of their own: an ordered-set aggregate would keep the sums from running in parallel.
+    figures = {}
+    for column, name in (("time_to_first_token_ms", "ttft"), ("duration_ms", "duration")):
+        figures[f"{name}_p50"] = Percentile(column, 0.5)
+        figures[f"{name}_p95"] = Percentile(column, 0.95)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The sorts of a month of records (a few MB) in memory, not in temporary files: a third
+        # faster (measured: 324 → 211 ms for 320,000 records).
+        cursor.execute("SET LOCAL work_mem = %s", [PERCENTILE_WORK_MEM])
+        return rows.aggregate(**figures)
+
+
+def _on_own_connection(function: Callable[..., Any], *args: Any) -> Any:
+    """For a worker thread: run `function` on the thread's own database connection, then close it."""
+    try:
+        return function(*args)
+    finally:
+        connection.close()
 
 
 def ordered_percentiles(
@@ -301,17 +324,30 @@ def report(filters: Filters, *, everyone: bool) -> Report:
     """The whole page. `everyone`: the admin's view, with groups and top members; a member's own page
     has neither."""
     if connection.vendor == "postgresql":
-        found = rollup(filters, TABLES_SQL)
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            # The percentiles' sorts on a connection of their own while the sums are read on this one:
+            # the page waits for the longer, not for both (measured with 320,000 records in the month:
+            # 900 → 557 ms for the page, with PERCENTILE_WORK_MEM). Not inside a transaction (a
+            # test's): another connection would not see its rows.
+            pending = (
+                None
+                if connection.in_atomic_block
+                else worker.submit(_on_own_connection, latency_percentiles, filters)
+            )
+            found = rollup(filters, TABLES_SQL)
+            members = rollup(filters, MEMBERS_SQL) if everyone else None
+            percentiles = pending.result() if pending else latency_percentiles(filters)
         result = Report(
-            filters=filters, totals=totals(filters, found["total"][0]), days=_day_rows(filters, found["day"])
+            filters=filters,
+            totals=totals(filters, found["total"][0], percentiles),
+            days=_day_rows(filters, found["day"]),
         )
         result.breakdowns = {
             "model": _model_rows(found["model"]),
             "provider": _provider_rows(found["provider"]),
             "source": _source_rows(found["source"]),
         }
-        if everyone:
-            members = rollup(filters, MEMBERS_SQL)
+        if members is not None:
             result.breakdowns["group"] = _group_rows(members["group"])
             result.top_users = _user_rows(members["user"][:TOP_USERS])
         return result

@@ -13,7 +13,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conversations import statistics, statistics_pages
@@ -393,6 +394,22 @@ async def test_a_real_reply_shows_in_my_usage(bob, bob_conversation, offline_ups
     assert figure(page, "requests") == "1"
     assert figure(page, "completion_tokens") == str(reported["completion_tokens"])
     assert figure(page, "prompt_tokens") == str(reported["prompt_tokens"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_percentiles_read_alongside_give_the_same_totals(usage):
+    # On PostgreSQL, outside a transaction, report() reads the percentiles on a second connection
+    # while it sums on this one; the figures are those of the plain sequential reading.
+    filters = utc_filters()
+    assert not connection.in_atomic_block
+    with CaptureQueriesContext(connection) as here:
+        alongside = statistics.report(filters, everyone=True).totals
+    if connection.vendor == "postgresql":
+        assert not [query for query in here.captured_queries if "PERCENTILE_CONT" in query["sql"]]
+    with transaction.atomic():  # inside one, everything is read on this connection
+        in_turn = statistics.report(filters, everyone=True).totals
+    assert vars(alongside) == vars(in_turn) == vars(statistics.totals(filters))
+    assert alongside.ttft_p50 is not None and alongside.requests > 0
 
 
 @pytest.mark.django_db
