@@ -6,9 +6,10 @@ by the local date (TruncDate with the viewer's tzinfo). docs/usage.md gives the 
 equals the totals shown, and what each figure means.
 
 Percentiles: PostgreSQL computes them with percentile_cont, in a query apart from the sums so that
-those run in parallel, and on a connection of its own beside them (report()). SQLite has no percentile function, so there each one is read as the one or two
-values around its position in the sorted column (ORDER BY … LIMIT 2 OFFSET k) and interpolated as
-percentile_cont does; both engines give the same numbers.
+those run in parallel, and on a connection of its own beside them (report()). SQLite has no
+percentile function, so there each one is read as the one or two values around its position in the
+sorted column (ORDER BY … LIMIT 2 OFFSET k) and interpolated as percentile_cont does; both engines
+give the same numbers.
 
 On PostgreSQL report() reads its tables in two passes (TABLES_SQL, MEMBERS_SQL); on SQLite each table
 is one ORM query (by_day(), by_model() …). A little over 400 lines: the two ways sit side by side so
