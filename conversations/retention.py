@@ -6,6 +6,7 @@ Sessions go when they expire, with the rows that tell whose they were.
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
@@ -35,11 +36,18 @@ def purge_deleted_conversations() -> int:
 # A login writes its MemberSession before the response saves the session itself: a younger row
 # without a session may be one whose session is about to be saved.
 SESSION_ROW_GRACE = timedelta(hours=1)
+DATABASE_SESSION_ENGINES = (
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+)
 
 
 def purge_ended_sessions() -> int:
     """Remove expired sessions (what `clearsessions` does) and the MemberSessions of sessions that are
-    gone; return how many MemberSessions went."""
+    gone; return how many MemberSessions went. Only where sessions live in the database: elsewhere the
+    table is empty, and every member's rows would look ended."""
+    if settings.SESSION_ENGINE not in DATABASE_SESSION_ENGINES:
+        return 0
     Session.objects.filter(expire_date__lt=timezone.now()).delete()
     ended = MemberSession.objects.filter(created_at__lt=timezone.now() - SESSION_ROW_GRACE).exclude(
         session_key__in=Session.objects.values("session_key")

@@ -111,3 +111,11 @@ def test_expired_sessions_go_with_the_rows_that_say_whose_they_were(bob, alice):
     assert list(Session.objects.values_list("session_key", flat=True)) == [live.session.session_key]
     assert list(MemberSession.objects.values_list("user__username", flat=True)) == ["bob"]
     assert live.get("/").status_code == 200  # the live session still works
+
+
+def test_sessions_kept_elsewhere_leave_the_member_rows_alone(bob, settings):
+    Client().force_login(bob)
+    MemberSession.objects.update(created_at=timezone.now() - retention.SESSION_ROW_GRACE * 2)
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"  # the table says nothing then
+    assert retention.purge_ended_sessions() == 0
+    assert MemberSession.objects.count() == 1
