@@ -63,9 +63,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_ms(pid: int) -> float:
-    """User plus system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_ms(pid: int, main_thread: bool = False) -> float:
+    """User plus system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15); with
+    main_thread, of its main thread only: daphne's event loop, apart from the database threads."""
+    stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1000 / CLOCK_TICKS
 
 
@@ -400,6 +402,7 @@ class Measured:
     connect_server_ms: float | None = None
     # The server's CPU from the sends until every stream had its first delta (or failed).
     first_token_server_ms: float | None = None
+    event_loop_ms: float | None = None  # of server_ms, the main thread's: all but the database work
 
 
 async def measure(run: Run, starts: list[StreamStart], profile_level: int | None = None) -> Measured:
@@ -412,6 +415,7 @@ async def measure(run: Run, starts: list[StreamStart], profile_level: int | None
     if profiled:
         os.kill(run.chatsite_pid, signal.SIGUSR1)
     server_before, upstream_before = cpu_ms(run.chatsite_pid), cpu_ms(run.upstream_pid)
+    loop_before = cpu_ms(run.chatsite_pid, main_thread=True)
     client_before, wall_before = time.process_time(), time.monotonic()
     go.set()
     first_tokens = asyncio.create_task(cpu_at_first_tokens(run.chatsite_pid, streams, tasks))
@@ -419,6 +423,7 @@ async def measure(run: Run, starts: list[StreamStart], profile_level: int | None
     wall = time.monotonic() - wall_before
     client = (time.process_time() - client_before) * 1000
     server = cpu_ms(run.chatsite_pid) - server_before
+    event_loop = cpu_ms(run.chatsite_pid, main_thread=True) - loop_before
     upstream_cpu = cpu_ms(run.upstream_pid) - upstream_before
     if profiled:
         collect_profile(run.chatsite_pid, run.profile, profile_level)
@@ -433,7 +438,15 @@ async def measure(run: Run, starts: list[StreamStart], profile_level: int | None
         first_token_cpu = await first_tokens
     if first_token_cpu is not None:
         first_token_cpu -= server_before
-    return Measured(streams, wall, server, upstream_cpu, client, first_token_server_ms=first_token_cpu)
+    return Measured(
+        streams,
+        wall,
+        server,
+        upstream_cpu,
+        client,
+        first_token_server_ms=first_token_cpu,
+        event_loop_ms=event_loop,
+    )
 
 
 async def cpu_at_first_tokens(pid: int, streams: list[Stream], tasks: list[asyncio.Task]) -> float:
@@ -470,7 +483,7 @@ async def chatsite_level(run: Run, conversations: list[str], level: int | None =
 async def floor_level(run: Run, count: int) -> Measured:
     text = directive(run)
     measured = await measure(run, [partial(floor_stream, run.upstream_url, text)] * count)
-    measured.server_ms = None  # chatsite is idle meanwhile
+    measured.server_ms = measured.event_loop_ms = None  # chatsite is idle meanwhile
     return measured
 
 
@@ -545,6 +558,9 @@ def summarize(level: int, path: str, measured: Measured, deltas: int) -> dict[st
             if measured.first_token_server_ms is not None and server is not None
             else None
         ),
+        "server_event_loop_cpu_percent": (
+            measured.event_loop_ms / server * 100 if measured.event_loop_ms is not None and server else None
+        ),
         "server_connect_cpu_ms_per_socket": (
             measured.connect_server_ms / len(streams) if measured.connect_server_ms is not None else None
         ),
@@ -568,6 +584,7 @@ COLUMNS = [
     ("server CPU ms/1k deltas", "server_cpu_ms_per_1k_deltas", "{:.0f}"),
     ("server CPU ms/request", "server_cpu_ms_per_request", "{:.1f}"),
     ("… to first token", "server_cpu_ms_per_request_to_first_token", "{:.1f}"),
+    ("… on the event loop %", "server_event_loop_cpu_percent", "{:.0f}"),
     ("upstream CPU ms/1k deltas", "upstream_cpu_ms_per_1k_deltas", "{:.0f}"),
     ("client CPU %", "client_cpu_percent", "{:.0f}"),
 ]

@@ -1,13 +1,8 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
 import os
-import sys
 
 from django.core.asgi import get_asgi_application
-
-# The event loop shares the GIL with the database thread; at the default 5 ms switch interval a
-# websocket send waits behind ORM work for milliseconds. A shorter interval keeps relay latency low.
-sys.setswitchinterval(float(os.environ.get("GIL_SWITCH_INTERVAL", 0.0005)))
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Django must be set up before anything that touches models is imported.

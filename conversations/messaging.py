@@ -353,7 +353,11 @@ def conversation_for_user(user: Any, public_id: Any) -> Conversation | None:
         parsed = uuid.UUID(str(public_id))
     except ValueError:
         return None
-    return Conversation.objects.for_user(user).filter(public_id=parsed).first()
+    # get(), not first(): first() orders by pk, and compiling that ordering costs a quarter of the query.
+    try:
+        return Conversation.objects.for_user(user).get(public_id=parsed)
+    except Conversation.DoesNotExist:
+        return None
 
 
 def conversation_for_update(user: Any, public_id: Any) -> Conversation:
@@ -424,7 +428,8 @@ class Tree:
 
     @classmethod
     def of(cls, conversation: Conversation) -> "Tree":
-        rows = conversation.messages.order_by("pk").values_list("pk", "parent_id", "role", "status")
+        # Sorted here rather than by ORDER BY: the same order, without compiling an ordering per send.
+        rows = sorted(conversation.messages.values_list("pk", "parent_id", "role", "status"))
         return cls(Node(*row) for row in rows)
 
     def add(self, message: "Message | Node") -> None:
