@@ -203,8 +203,30 @@ def test_the_admin_follows_the_members_choice(new_context, live_server_url, alic
     expect(page.get_by_role("combobox", name="Theme").last).to_have_value("dark")
     shot(page, "settings-dark")
 
-    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("navigation", name="Account").get_by_role("link", name="Admin").click()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
     admin_background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert admin_background != LIGHT_BG
     shot(page, "admin-dark")
+
+
+def test_a_phone_header_fits_and_the_account_page_leads_everywhere(new_context, live_server_url, alice):
+    page = new_context(**PHONE).new_page()
+    log_in(page, live_server_url, "alice", ALICE_PASSWORD)
+    page.goto(live_server_url)
+    header = page.locator(".site-header")
+    # One row: the brand, the theme and the member's name; nothing wider than the phone.
+    assert header.evaluate("element => element.getBoundingClientRect().height") < 60
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    account = page.get_by_role("navigation", name="Account")
+    expect(account.get_by_role("link", name="My usage")).to_be_hidden()
+    expect(account.get_by_role("button", name="Log out")).to_be_hidden()
+    shot(page, "phone-header")
+
+    account.get_by_role("link", name="alice").click()
+    card = page.locator("main")
+    for name in ("My usage", "My shared links", "Admin", "Change your password"):
+        expect(card.get_by_role("link", name=name)).to_be_visible()
+    shot(page, "phone-account")
+    card.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(re.escape(live_server_url) + "/login/"))
