@@ -245,6 +245,9 @@ async def _run(live: LiveReply) -> None:
                 _timings(started, first_token_at, loop.time()),
             )
             started, first_token_at, reported, finish_reason = loop.time(), None, None, ""
+            # With n > 1 the other choices are versions of the final answer: those of a step that
+            # ended in tool calls answered without the results, and must not run into the next step's.
+            live.versions.clear()
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()
         status = FINAL_STATUS.get(live.stop_reason, Message.Status.INTERRUPTED)

@@ -20,6 +20,8 @@ top-level "offline" object in the body or as a last user message that reads `!of
     error_after N          send `data: {"error": ...}` after N deltas, then end the stream
     stall_after, stall_ms  go quiet for stall_ms after N deltas
     no_usage               leave out the usage chunk
+    no_done                end the stream without `data: [DONE]` (after the finish and usage chunks)
+    finish_reason          the last chunk's finish_reason instead of stop or length ("content_filter")
     timestamps N           N deltas, each its own send time as str(time.time_ns()) + " " (benchmarks)
     cached_tokens N        reported in usage.prompt_tokens_details
 
@@ -604,6 +606,8 @@ class Reply:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and 0 < limit < len(content):
             reply.content, reply.finish_reason = content[:limit], "length"
+        if isinstance(directive.get("finish_reason"), str):
+            reply.finish_reason = directive["finish_reason"]
         return reply
 
     def versions(self, n: int) -> list["Reply"]:
@@ -1003,4 +1007,4 @@ async def _stream(
     if exchange.left():
         exchange.finish("client_closed", None, usage)
         return
-    await exchange.body(ending + _DONE, more=False)
+    await exchange.body(ending + (b"" if directive.get("no_done") else _DONE), more=False)

@@ -180,14 +180,20 @@ async def stream_chat(
     async with stack:
         watch = _Deadline(loop, deadline)
         stack.callback(watch.close)
+        finished = False
         try:
             while event is not None:
                 if event.data == "[DONE]":
                     return
                 if event.data:
-                    yield _parse_chunk(event.data, endpoint.api_key)
+                    chunk = _parse_chunk(event.data, endpoint.api_key)
+                    finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                    yield chunk
                 event = await watch.next_event(events)
-            raise UpstreamError("truncated", 200, "The stream ended without [DONE].")
+            # Some servers close the stream after the last chunk without [DONE]; the reply is whole if
+            # its finish_reason came. Without one, the stream was cut.
+            if not finished:
+                raise UpstreamError("truncated", 200, "The stream ended without [DONE].")
         except UpstreamError as error:
             logger.warning("upstream stream failed request_id=%s code=%s", request_id, error.code)
             raise

@@ -216,6 +216,8 @@ def ui_strings() -> dict[str, str]:
         "jump_to_latest": _("Jump to latest"),
         "older_messages": _("Show older messages"),
         "stopped": _("Stopped"),
+        "cut_at_length": _("The reply reached its length limit (max tokens) and stops here."),
+        "filtered": _("The provider's content filter stopped this reply."),
         "interrupted": _("Interrupted"),
         "error": _("The reply failed."),
         "thinking": _("Writing…"),

@@ -76,6 +76,21 @@ def test_stop_keeps_the_text_so_far(open_chat):
     assert chat.reply_text() == partial
 
 
+def test_a_reply_the_provider_cut_short_says_so(open_chat):
+    chat = open_chat()
+    chat.send(offline(reply="A long answer that", finish_reason="length"))
+    expect(chat.last_reply).to_have_class(re.compile(r"status-complete"))
+    expect(chat.last_reply.locator(".notice-cut")).to_have_text(
+        "The reply reached its length limit (max tokens) and stops here."
+    )
+    chat.send(offline(reply="", finish_reason="content_filter"))
+    expect(chat.last_reply.locator(".notice-cut")).to_have_text("The provider's content filter stopped this reply.")
+    shot(chat.page, "cut-short")
+
+    chat.page.reload()
+    expect(chat.page.locator(".notice-cut")).to_have_count(2)
+
+
 def test_regenerate_adds_a_version_that_survives_a_reload(open_chat):
     chat = open_chat()
     chat.send("Hello")

@@ -263,6 +263,13 @@ async def test_a_dropped_stream_is_truncated_and_not_retried(offline_upstream, u
     assert len(attempts) == 1 and attempts[0]["outcome"] == "dropped"
 
 
+async def test_a_stream_that_finished_but_sent_no_done_is_whole(offline_upstream, upstream_settings):
+    # Some servers close after the last chunk without `data: [DONE]`: the finish_reason says it ended.
+    chunks = await collect(offline_upstream.endpoint, chat(reply="All of it.", no_done=True), new_id())
+    assert content(chunks) == "All of it."
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+
+
 async def test_a_stream_cut_before_its_first_chunk_is_not_retried(offline_upstream, upstream_settings):
     request_id = new_id()
     error, received = await failure(offline_upstream.endpoint, chat(drop_after=0), request_id)

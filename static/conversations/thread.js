@@ -469,6 +469,13 @@ export class Thread {
     if (message.status === "cancelled") {
       return notice("stopped", s.stopped);
     }
+    // A complete reply the provider ended early: say so, or a cut-off answer reads as a finished one.
+    if (message.status === "complete" && message.finish_reason === "length") {
+      return notice("cut", s.cut_at_length);
+    }
+    if (message.status === "complete" && message.finish_reason === "content_filter") {
+      return notice("cut", s.filtered);
+    }
     if (message.status === "error" || message.status === "interrupted") {
       const label = message.status === "interrupted" ? s.interrupted : s.error;
       const element = notice(message.status, label);
