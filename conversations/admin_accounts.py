@@ -76,6 +76,19 @@ class MemberAdmin(UserAdmin):
     change_list_template = "accounts/admin/user_change_list.html"
     change_form_template = "accounts/admin/user_change_form.html"
 
+    # Only a superuser decides who may open the admin and what anyone may do there: staff who may
+    # change members cannot grant themselves (or an account they hold) more, nor take over a superuser.
+    SUPERUSER_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    def has_change_permission(self, request: HttpRequest, obj: AbstractUser | None = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False  # also the password form, which Django guards with this check alone
+        return super().has_change_permission(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AbstractUser | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields if request.user.is_superuser else [*fields, *self.SUPERUSER_FIELDS]
+
     def get_inlines(self, request: HttpRequest, obj: AbstractUser | None) -> list[type]:
         # A new user's profile comes from the post_save receiver; an inline would create a second one.
         return [ProfileInline] if obj else []
@@ -179,6 +192,8 @@ class MemberAdmin(UserAdmin):
     @admin.action(description=gettext_lazy("Deactivate and log out selected members"), permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = 0
+        if not request.user.is_superuser:
+            queryset = queryset.exclude(is_superuser=True)
         for user in queryset.filter(is_active=True).exclude(pk=request.user.pk):
             user.is_active = False
             # save(), not update(): the post_save receiver ends the member's sessions.

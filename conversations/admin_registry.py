@@ -40,6 +40,23 @@ class ProviderForm(forms.ModelForm):
         model = Provider
         fields = ["name", "base_url", "api_key", "remove_api_key", "enabled"]
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        # A stored key never follows a changed address unseen: whoever may edit a provider may not
+        # read its key, and pointing the provider elsewhere would send the key there.
+        if (
+            self.instance.pk
+            and "base_url" in self.changed_data
+            and self.instance.api_key_encrypted
+            and not cleaned.get("api_key")
+            and not cleaned.get("remove_api_key")
+        ):
+            self.add_error(
+                "api_key",
+                _("The address changed: enter the API key again, or remove the stored one."),
+            )
+        return cleaned
+
     def save(self, commit: bool = True) -> Provider:
         if self.cleaned_data.get("remove_api_key"):
             self.instance.set_api_key("")

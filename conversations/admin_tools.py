@@ -75,6 +75,22 @@ class ToolForm(forms.ModelForm):
             raise forms.ValidationError(_("The timeout must be between 0 and 120 seconds."))
         return timeout
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        # As for a provider's key (admin_registry.py): the stored secret is not sent to a new endpoint.
+        if (
+            self.instance.pk
+            and "endpoint" in self.changed_data
+            and self.instance.secret_header_value_encrypted
+            and not cleaned.get("secret_header_value")
+            and not cleaned.get("remove_secret")
+        ):
+            self.add_error(
+                "secret_header_value",
+                _("The endpoint changed: enter the secret again, or remove the stored one."),
+            )
+        return cleaned
+
     def save(self, commit: bool = True) -> Tool:
         if self.cleaned_data.get("remove_secret"):
             self.instance.set_secret_header_value("")

@@ -108,7 +108,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if content.get("v", events.PROTOCOL_VERSION) != events.PROTOCOL_VERSION:
             await self.send_error("bad_version", _("Protocol version 1 is the one spoken here."), ref)
             return
-        handler = self.handlers.get(content.get("type"))
+        kind = content.get("type")
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return  # unknown types are ignored, so that either side can be newer
         try:

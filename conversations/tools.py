@@ -191,9 +191,15 @@ async def _call_http_tool(name: str, arguments: dict[str, Any]) -> str:
         )
     except outbound.OutboundError as refused:
         raise ToolError(str(refused)) from None
+    # The result is shown to the member and the model: an endpoint that echoes its request must not
+    # hand them the secret header.
+    text = response.text
+    for secret in secret_headers.values():
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
     if not 200 <= response.status < 300:
-        raise ToolError(f"The tool answered HTTP {response.status}: {response.text[:1000]}")
-    return response.text
+        raise ToolError(f"The tool answered HTTP {response.status}: {text[:1000]}")
+    return text
 
 
 # --- The built-in tools ---------------------------------------------------------------------------

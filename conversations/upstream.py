@@ -432,7 +432,7 @@ async def _error_from_response(response: httpx.Response, api_key: str) -> Upstre
     elif isinstance(body, dict) and isinstance(body.get("message"), str):
         detail = _scrub(body["message"], api_key)
     else:
-        detail = _scrub(raw[:300].decode("utf-8", "replace").strip(), api_key)
+        detail = _scrub(raw.decode("utf-8", "replace"), api_key)[:300].strip()
     if status in (401, 403):
         code = "auth"
     elif status == 404:
@@ -485,9 +485,17 @@ def _transport_error(error: httpx.HTTPError, *, started: bool, responded: bool) 
 
 def _error_message(error: Any, api_key: str) -> str:
     message = error.get("message") if isinstance(error, dict) else error
-    return _scrub(str(message or "")[:1000], api_key)
+    return _scrub(str(message or ""), api_key)[:1000]
 
 
 def _scrub(text: str, api_key: str) -> str:
-    """Providers sometimes quote the key they refused."""
-    return text.replace(api_key, "***") if api_key else text
+    """Providers sometimes quote the key they refused. Scrub before cutting text short: a cut through
+    the key would leave a part of it that no longer matches; a body read only in part may itself end
+    inside the key, so a trailing piece of it goes too."""
+    if not api_key:
+        return text
+    text = text.replace(api_key, "***")
+    for size in range(len(api_key) - 1, 3, -1):
+        if text.endswith(api_key[:size]):
+            return text[:-size] + "***"
+    return text

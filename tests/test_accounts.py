@@ -23,7 +23,7 @@ from django.utils import timezone
 from conversations import accounts
 from conversations.client_address import client_address
 from conversations.models import AccountLink, ChatModel, MemberSession, Provider
-from tests.fixtures.users import BOB_PASSWORD, CHARLIE_PASSWORD, make_user
+from tests.fixtures.users import ALICE_PASSWORD, BOB_PASSWORD, CHARLIE_PASSWORD, make_user
 
 User = get_user_model()
 
@@ -580,3 +580,53 @@ def test_staff_without_permissions_cannot_issue_links(charlie, bob):
     assert client.post(reverse("admin:auth_user_invite"), {"hours": 2}).status_code == 403
     assert client.post(reverse("admin:auth_user_reset_link", args=[bob.pk])).status_code == 403
     assert not AccountLink.objects.exists()
+
+
+def test_staff_who_may_change_members_cannot_raise_themselves_or_take_over_a_superuser(alice, charlie, bob):
+    from django.contrib.auth.models import Permission
+
+    charlie.is_staff = True
+    charlie.save()
+    charlie.user_permissions.add(
+        *Permission.objects.filter(codename__in=["change_user", "view_user"], content_type__app_label="auth")
+    )
+    client = Client()
+    client.force_login(charlie)
+    change = reverse("admin:auth_user_change", args=[charlie.pk])
+    page = client.get(change)
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    assert not {"is_staff", "is_superuser", "groups", "user_permissions"} & set(form.fields)
+    client.post(
+        change,
+        {
+            "username": "charlie",
+            "is_active": "on",
+            "is_staff": "on",
+            "is_superuser": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "profile-TOTAL_FORMS": "0",
+            "profile-INITIAL_FORMS": "0",
+        },
+    )
+    charlie.refresh_from_db()
+    assert not charlie.is_superuser
+
+    # A superuser's page, password form and deactivation are out of reach; another member's are not.
+    assert (
+        client.post(reverse("admin:auth_user_change", args=[alice.pk]), {"username": "x"}).status_code == 403
+    )
+    password = reverse("admin:auth_user_password_change", args=[alice.pk])
+    assert (
+        client.post(password, {"password1": "new-pass-9f3k", "password2": "new-pass-9f3k"}).status_code == 403
+    )
+    assert client.get(reverse("admin:auth_user_change", args=[bob.pk])).status_code == 200
+    client.post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "deactivate", "_selected_action": [alice.pk, bob.pk]},
+    )
+    alice.refresh_from_db()
+    bob.refresh_from_db()
+    assert alice.is_active and alice.check_password(ALICE_PASSWORD)
+    assert not bob.is_active

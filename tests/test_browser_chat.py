@@ -84,7 +84,9 @@ def test_a_reply_the_provider_cut_short_says_so(open_chat):
         "The reply reached its length limit (max tokens) and stops here."
     )
     chat.send(offline(reply="", finish_reason="content_filter"))
-    expect(chat.last_reply.locator(".notice-cut")).to_have_text("The provider's content filter stopped this reply.")
+    expect(chat.last_reply.locator(".notice-cut")).to_have_text(
+        "The provider's content filter stopped this reply."
+    )
     shot(chat.page, "cut-short")
 
     chat.page.reload()

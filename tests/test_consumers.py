@@ -242,6 +242,8 @@ async def test_malformed_frames_get_typed_errors_and_the_socket_stays_usable(bob
     await socket.send(type="ping", v=2)
     assert (await socket.until("error"))["code"] == "bad_version"
     await socket.send(type="no-such-type")
+    await socket.send(type=[1])  # not a type at all: ignored like an unknown one
+    await socket.send(type={"name": "ping"})
     await socket.send(type="ping")
     assert (await socket.receive())["type"] == "pong"
     await socket.close()

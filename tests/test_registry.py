@@ -291,6 +291,22 @@ def test_the_admin_can_remove_a_stored_key(client_alice, provider):
 
 
 @pytest.mark.django_db
+def test_a_stored_key_does_not_follow_a_changed_address(client_alice, provider):
+    change_url = f"/admin/conversations/provider/{provider.pk}/change/"
+    moved = {"name": provider.name, "base_url": "https://elsewhere.example.com/v1", "enabled": "on"}
+
+    refused = client_alice.post(change_url, moved)
+
+    assert refused.status_code == 200  # the form again, with the error
+    assert "enter the API key again" in refused.content.decode()
+    provider.refresh_from_db()
+    assert provider.base_url != moved["base_url"] and provider.api_key
+    client_alice.post(change_url, {**moved, "api_key": "sk-new-key-5678"})
+    provider.refresh_from_db()
+    assert (provider.base_url, provider.api_key) == (moved["base_url"], "sk-new-key-5678")
+
+
+@pytest.mark.django_db
 def test_the_admin_tests_a_connection_and_discovers_models(client_alice, provider, offline_upstream):
     count = len(served_models(offline_upstream))
     changelist = "/admin/conversations/provider/"

@@ -75,6 +75,9 @@ class ToolServer:
                     self.wfile.write(b"0\r\n\r\n")
                 elif path == "/fail":
                     self.reply(500, b"broken")
+                elif path in ("/echo-headers", "/echo-headers-failing"):
+                    status = 200 if path == "/echo-headers" else 400
+                    self.reply(status, json.dumps({"headers": dict(self.headers)}).encode())
                 elif path == "/to-localhost":
                     self.redirect(tool_server.url("/echo", host="localhost"))
                 elif path == "/to-echo":
@@ -257,6 +260,15 @@ async def test_an_http_tool_gets_the_arguments_and_the_secret(tool_server):
     seen = tool_server.requests[-1]
     assert seen["method"] == "POST" and seen["headers"]["X-Tool-Secret"] == SECRET
     assert seen["headers"]["Host"] == f"127.0.0.1:{tool_server.port}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/echo-headers", "/echo-headers-failing"])
+async def test_an_endpoint_that_echoes_the_secret_does_not_show_it(tool_server, path):
+    await database_sync_to_async(http_tool)(tool_server.url(path))
+    result = await tools.run(call("lookup", q="weather"), {"lookup"})
+    assert tool_server.requests[-1]["headers"]["X-Tool-Secret"] == SECRET  # it was sent
+    assert SECRET not in result and '"X-Tool-Secret": "***"' in result
 
 
 @pytest.mark.django_db(transaction=True)
@@ -554,6 +566,12 @@ def test_the_admin_keeps_the_secret_write_only():
     assert form.save().secret_header_value == "Bearer abcdef123456"  # blank keeps the stored one
     assert "abcdef123456" not in str(ToolForm(instance=tool).as_p())
     assert ToolForm(data={**data, "name": "calculator"}).errors["name"]  # a built-in's name is taken
+    # The stored secret does not follow a new endpoint unseen: it must be given again or removed.
+    moved = {**data, "secret_header_value": "", "endpoint": "https://elsewhere.example.com/echo"}
+    assert ToolForm(data=moved, instance=tool).errors["secret_header_value"]
+    removed = ToolForm(data={**moved, "remove_secret": "on"}, instance=tool)
+    assert removed.is_valid(), removed.errors
+    assert removed.save().secret_header_value == ""
 
 
 @pytest.mark.django_db

@@ -153,6 +153,10 @@ async def test_the_api_key_never_reaches_logs_or_error_text(
     assert caplog.records  # the failure was logged, without the key
     models = await upstream.list_models(endpoint)
     assert {m["id"] for m in models} >= {"offline-chat"} and key not in caplog.text
+    # Quoted where the message is cut short: no piece of the key is left either.
+    long_message = "x" * 990 + key
+    error, _ = await failure(endpoint, chat(status=401, error_message=long_message), new_id())
+    assert key[:8] not in error.detail and error.detail.endswith("***")
 
 
 async def test_an_unknown_model_is_not_found(offline_upstream, upstream_settings):
