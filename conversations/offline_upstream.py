@@ -17,7 +17,8 @@ top-level "offline" object in the body or as a last user message that reads `!of
     fail_times, fail_key   requests sharing fail_key (default: the X-Request-ID) fail
     drop_after N           close the connection after N deltas (reasoning, content and tool-call deltas alike)
     malformed_after N      send a line of invalid JSON after N deltas, then end the stream
-    error_after N          send `data: {"error": ...}` after N deltas, then end the stream
+    error_after N          send `data: {"error": ...}` after N deltas, then end the stream; its type and
+    error_status           code are those of error_status's HTTP error (default 500)
     stall_after, stall_ms  go quiet for stall_ms after N deltas
     no_usage               leave out the usage chunk
     no_done                end the stream without `data: [DONE]` (after the finish and usage chunks)
@@ -962,7 +963,12 @@ async def _stream(
             return
         if index == error_after:
             exchange.finish("stream_error", None, sent(index))
-            error = error_body(500, "The offline upstream failed mid-stream.", "stream_error")
+            status = int(_number(directive, "error_status", 500))
+            error = (
+                error_body(500, "The offline upstream failed mid-stream.", "stream_error")
+                if status == 500
+                else error_body(status)
+            )
             await exchange.body(b"data: " + _dumps(error) + b"\n\n", more=False)
             return
         if index == stall_after:

@@ -231,6 +231,10 @@ async def _open_stream(
             events = source.aiter_sse()
             stack.push_async_callback(events.aclose)
             event = await anext(events, None)
+            if event is not None and event.data and event.data != "[DONE]":
+                # An error object before any output is a refusal like a status code: retried when
+                # the provider is limiting or failing, since nothing has reached the member yet.
+                _parse_chunk(event.data, endpoint.api_key)
     except TimeoutError:
         await stack.aclose()
         code = "total_timeout" if first_deadline >= deadline else "first_byte_timeout"
@@ -297,8 +301,19 @@ def _parse_chunk(data: str, api_key: str) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise UpstreamError("malformed", 200, "A chunk was not a JSON object.")
     if chunk.get("error"):
-        raise UpstreamError("stream_error", 200, _error_message(chunk["error"], api_key))
+        raise _stream_error(chunk["error"], api_key)
     return chunk
+
+
+def _stream_error(error: Any, api_key: str) -> UpstreamError:
+    """An error object inside a 200 stream. Its type or code says what kind (the guide's error body):
+    a rate limit reads as one; other errors keep the provider's words. Only the first event's error
+    is retried (_open_stream): later ones end a reply that has already been shown."""
+    detail = _error_message(error, api_key)
+    kind = " ".join(str(error.get(key) or "") for key in ("type", "code")) if isinstance(error, dict) else ""
+    if "rate_limit" in kind:
+        return UpstreamError("rate_limited", 429, detail)
+    return UpstreamError("stream_error", 200, detail, retryable="server_error" in kind)
 
 
 async def complete_chat(endpoint: Endpoint, payload: dict[str, Any], *, request_id: str) -> dict[str, Any]:

@@ -293,6 +293,27 @@ async def test_an_error_object_mid_stream_is_a_stream_error(offline_upstream, up
     assert error.detail in error.user_message()
 
 
+async def test_a_rate_limit_error_as_the_first_event_is_retried_like_a_429(
+    offline_upstream, upstream_settings
+):
+    request_id = new_id()
+    error, received = await failure(
+        offline_upstream.endpoint, chat(error_after=0, error_status=429), request_id
+    )
+    assert (error.code, error.status, received) == ("rate_limited", 429, 0)
+    assert "limiting requests" in error.user_message()
+    assert len(offline_upstream.requests(request_id)) == 1 + upstream_settings.UPSTREAM_MAX_RETRIES
+
+
+async def test_a_rate_limit_error_after_output_is_not_retried(offline_upstream, upstream_settings):
+    request_id = new_id()
+    error, received = await failure(
+        offline_upstream.endpoint, chat(error_after=2, error_status=429), request_id
+    )
+    assert (error.code, received) == ("rate_limited", 2)
+    assert len(offline_upstream.requests(request_id)) == 1
+
+
 async def test_a_cancelled_consumer_closes_the_upstream_connection(offline_upstream, upstream_settings):
     request_id = new_id()
     received: list[dict[str, Any]] = []
