@@ -17,52 +17,28 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 
 from conversations import registry, upstream
+from conversations.admin_secrets import WriteOnlySecretForm, secret_field
 from conversations.admin_statistics import UsageStatisticsAdmin
 from conversations.models import ChatModel, Conversation, Message, Provider, UsageRecord
 
 
-class ProviderForm(forms.ModelForm):
+class ProviderForm(WriteOnlySecretForm):
     base_url = forms.URLField(
         label=gettext_lazy("Base URL"),
         max_length=500,
         assume_scheme="https",
         help_text=gettext_lazy("The address before /chat/completions, e.g. https://api.openai.com/v1"),
     )
-    api_key = forms.CharField(
-        label=gettext_lazy("API key"),
-        required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=gettext_lazy("Write-only: never shown again. Leave blank to keep the stored key."),
-    )
+    api_key = secret_field(gettext_lazy("API key"))
     remove_api_key = forms.BooleanField(label=gettext_lazy("Remove the stored API key"), required=False)
+
+    secret_name, remove_name, address_name = "api_key", "remove_api_key", "base_url"
+    encrypted_name, setter_name = "api_key_encrypted", "set_api_key"
+    address_changed = gettext_lazy("The address changed: enter the API key again, or remove the stored one.")
 
     class Meta:
         model = Provider
         fields = ["name", "base_url", "api_key", "remove_api_key", "enabled"]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        # A stored key never follows a changed address unseen: whoever may edit a provider may not
-        # read its key, and pointing the provider elsewhere would send the key there.
-        if (
-            self.instance.pk
-            and "base_url" in self.changed_data
-            and self.instance.api_key_encrypted
-            and not cleaned.get("api_key")
-            and not cleaned.get("remove_api_key")
-        ):
-            self.add_error(
-                "api_key",
-                _("The address changed: enter the API key again, or remove the stored one."),
-            )
-        return cleaned
-
-    def save(self, commit: bool = True) -> Provider:
-        if self.cleaned_data.get("remove_api_key"):
-            self.instance.set_api_key("")
-        elif self.cleaned_data.get("api_key"):
-            self.instance.set_api_key(self.cleaned_data["api_key"])
-        return super().save(commit)
 
 
 @admin.register(Provider)

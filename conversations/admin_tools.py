@@ -17,23 +17,23 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 
 from conversations import tools
+from conversations.admin_secrets import WriteOnlySecretForm, secret_field
 from conversations.models import Tool
 
 
-class ToolForm(forms.ModelForm):
+class ToolForm(WriteOnlySecretForm):
     endpoint = forms.URLField(
         label=gettext_lazy("Endpoint"),
         max_length=500,
         assume_scheme="https",
         help_text=gettext_lazy("The model's arguments are POSTed here as JSON; the response is the result."),
     )
-    secret_header_value = forms.CharField(
-        label=gettext_lazy("Secret header value"),
-        required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=gettext_lazy("Write-only: never shown again. Leave blank to keep the stored value."),
-    )
+    secret_header_value = secret_field(gettext_lazy("Secret header value"))
     remove_secret = forms.BooleanField(label=gettext_lazy("Remove the stored secret"), required=False)
+
+    secret_name, remove_name, address_name = "secret_header_value", "remove_secret", "endpoint"
+    encrypted_name, setter_name = "secret_header_value_encrypted", "set_secret_header_value"
+    address_changed = gettext_lazy("The endpoint changed: enter the secret again, or remove the stored one.")
 
     class Meta:
         model = Tool
@@ -74,29 +74,6 @@ class ToolForm(forms.ModelForm):
         if not 0 < timeout <= 120:
             raise forms.ValidationError(_("The timeout must be between 0 and 120 seconds."))
         return timeout
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        # As for a provider's key (admin_registry.py): the stored secret is not sent to a new endpoint.
-        if (
-            self.instance.pk
-            and "endpoint" in self.changed_data
-            and self.instance.secret_header_value_encrypted
-            and not cleaned.get("secret_header_value")
-            and not cleaned.get("remove_secret")
-        ):
-            self.add_error(
-                "secret_header_value",
-                _("The endpoint changed: enter the secret again, or remove the stored one."),
-            )
-        return cleaned
-
-    def save(self, commit: bool = True) -> Tool:
-        if self.cleaned_data.get("remove_secret"):
-            self.instance.set_secret_header_value("")
-        elif self.cleaned_data.get("secret_header_value"):
-            self.instance.set_secret_header_value(self.cleaned_data["secret_header_value"])
-        return super().save(commit)
 
 
 @admin.register(Tool)
