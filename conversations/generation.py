@@ -234,7 +234,9 @@ async def _run(live: LiveReply) -> None:
                         finish_reason = choice["finish_reason"]
                 if loop.time() >= live.next_checkpoint:
                     _checkpoint_soon(live, loop.time())
-            if not calls:
+            # Calls cut off by the length limit may have half their arguments: not run. The reply
+            # ends there, its text kept, and says it reached the limit (finish_reason).
+            if not calls or finish_reason == "length":
                 break
             await run_tools(
                 live,

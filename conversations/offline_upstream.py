@@ -591,7 +591,24 @@ class Reply:
         if calls is None and not directive and messages[-1].get("role") == "user":
             calls = _natural_tool_calls(user_text, body.get("tools") or [])
         if calls:
-            return cls(split_words(reasoning or ""), [], _tool_calls(calls))
+            reply = cls(split_words(reasoning or ""), [], _tool_calls(calls))
+        else:
+            reply = cls._answer(body, messages, directive, model, user_text, reasoning, after_tools)
+        if isinstance(directive.get("finish_reason"), str):
+            reply.finish_reason = directive["finish_reason"]
+        return reply
+
+    @classmethod
+    def _answer(
+        cls,
+        body: dict[str, Any],
+        messages: list[dict[str, Any]],
+        directive: dict[str, Any],
+        model: str,
+        user_text: str,
+        reasoning: str | None,
+        after_tools: bool,
+    ) -> "Reply":
         if isinstance(directive.get("chunks"), list):
             content = [str(chunk) for chunk in directive["chunks"]]
         elif isinstance(directive.get("reply"), str):
@@ -607,8 +624,6 @@ class Reply:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and 0 < limit < len(content):
             reply.content, reply.finish_reason = content[:limit], "length"
-        if isinstance(directive.get("finish_reason"), str):
-            reply.finish_reason = directive["finish_reason"]
         return reply
 
     def versions(self, n: int) -> list["Reply"]:

@@ -446,6 +446,17 @@ async def test_a_tool_error_goes_back_to_the_model(bob_cookie, bob_conversation,
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_calls_cut_off_at_the_length_limit_are_not_run(bob_cookie, bob_conversation, offline_upstream):
+    await database_sync_to_async(with_tools)(bob_conversation, "calculator")
+    calls = [{"name": "calculator", "arguments": '{"expression": "1+'}]  # the limit came mid-arguments
+    done, _ = await converse(bob_cookie, bob_conversation, offline(tool_calls=calls, finish_reason="length"))
+    data = done["data"]
+    assert (data["status"], data["finish_reason"]) == ("complete", "length")
+    assert not [part for part in data["parts"] if part["type"] in ("tool_call", "tool_result")]
+    assert len(await database_sync_to_async(records_of)(done["message"])) == 1  # no second step
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_the_loop_stops_at_the_step_limit(bob_cookie, bob_conversation, offline_upstream):
     await database_sync_to_async(with_tools)(bob_conversation, "calculator")
     directive = offline(
