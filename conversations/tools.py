@@ -116,11 +116,13 @@ def schema_problem(schema: Any) -> str | None:
 
 def assemble(calls: dict[int, dict[str, str]], pieces: list[dict[str, Any]]) -> None:
     """Add one delta's tool-call pieces to the calls being read, by index: the id and name arrive
-    once, the arguments in fragments to concatenate."""
+    once, the arguments in fragments to concatenate. Some OpenAI-compatible layers send no index: a
+    piece with an id not seen yet then starts a call of its own, and one without an id continues the
+    last call."""
     for piece in pieces:
         if not isinstance(piece, dict):
             continue
-        call = calls.setdefault(int(piece.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+        call = calls.setdefault(_index_of(calls, piece), {"id": "", "name": "", "arguments": ""})
         function = piece.get("function") or {}
         if piece.get("id") and not call["id"]:
             call["id"] = str(piece["id"])
@@ -128,6 +130,19 @@ def assemble(calls: dict[int, dict[str, str]], pieces: list[dict[str, Any]]) -> 
             call["name"] = str(function["name"])
         if function.get("arguments"):
             call["arguments"] += str(function["arguments"])
+
+
+def _index_of(calls: dict[int, dict[str, str]], piece: dict[str, Any]) -> int:
+    index = piece.get("index")
+    if isinstance(index, int | str) and str(index).isdigit():
+        return int(index)
+    piece_id = piece.get("id")
+    for known, call in calls.items():
+        if piece_id and call["id"] == str(piece_id):
+            return known
+    if piece_id or not calls:
+        return max(calls, default=-1) + 1
+    return max(calls)
 
 
 async def run(call: dict[str, str], enabled: Collection[str]) -> str:

@@ -187,6 +187,20 @@ async def test_a_call_error_is_the_result_text():
     assert "no tool named" in await tools.run(call("current_time"), {"calculator"})
 
 
+def test_tool_deltas_without_an_index_are_assembled_by_id():
+    # Whole calls in one piece each, as some OpenAI-compatible layers send them, then a fragment.
+    calls: dict[int, dict[str, str]] = {}
+    tools.assemble(calls, [{"id": "a", "function": {"name": "calculator", "arguments": '{"expression": '}}])
+    tools.assemble(calls, [{"function": {"arguments": '"2+2"}'}}])
+    tools.assemble(
+        calls, [{"id": "b", "function": {"name": "current_time", "arguments": '{"timezone": "UTC"}'}}]
+    )
+    assert calls == {
+        0: {"id": "a", "name": "calculator", "arguments": '{"expression": "2+2"}'},
+        1: {"id": "b", "name": "current_time", "arguments": '{"timezone": "UTC"}'},
+    }
+
+
 def test_tool_deltas_are_assembled_by_index():
     calls: dict[int, dict[str, str]] = {}
     tools.assemble(calls, [{"index": 0, "id": "a", "function": {"name": "calculator", "arguments": ""}}])
