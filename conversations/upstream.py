@@ -76,7 +76,9 @@ class UpstreamError(Exception):
                 "The request is too large for the provider (%(status)s). "
                 "Try a shorter conversation or smaller images."
             ),
-            "rate_limited": _("The provider is limiting requests (%(status)s). Try again in a moment."),
+            "rate_limited": _("The provider is limiting requests (%(status)s). Try again in a moment.")
+            if (self.retry_after or 0) < 1
+            else _("The provider is limiting requests (%(status)s). Try again in %(seconds)s s."),
             "bad_request": _("The provider refused the request (%(status)s): %(detail)s"),
             "server_error": _("The provider had an internal error (%(status)s)."),
             "connect_timeout": _("Could not connect to the provider in time."),
@@ -91,7 +93,8 @@ class UpstreamError(Exception):
         message = messages.get(self.code)
         if message is None:
             return detail or _("The request to the provider failed.")
-        return message % {"status": self.status or "-", "detail": detail}
+        seconds = round(self.retry_after or 0)
+        return message % {"status": self.status or "-", "detail": detail, "seconds": seconds}
 
 
 _clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
@@ -404,7 +407,14 @@ async def _retrying(
             return await attempt()
         except UpstreamError as error:
             delay = _retry_delay(error, retries)
-            if not error.retryable or retries >= limits.max_retries or loop.time() + delay >= deadline:
+            # Asked to wait longer than a member would watch a spinner: say so now, with the wait.
+            too_long = error.retry_after is not None and error.retry_after > RETRY_AFTER_CAP
+            if (
+                not error.retryable
+                or too_long
+                or retries >= limits.max_retries
+                or loop.time() + delay >= deadline
+            ):
                 logger.warning(
                     "upstream failed request_id=%s code=%s status=%s attempts=%d",
                     request_id,

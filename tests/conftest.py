@@ -5,6 +5,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.utils import translation
 
 from conversations import budgets, catalog
 
@@ -34,6 +35,14 @@ def fresh_model_catalog():
     models of an earlier test."""
     catalog.changed()
     budgets.changed()
+
+
+@pytest.fixture(autouse=True)
+def default_language():
+    """A view run for a member who reads Chinese activates it for the whole thread (Django's locale
+    middleware does not undo it); the next test starts in the default language again."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -196,6 +196,14 @@ async def test_a_rate_limit_that_persists_exhausts_the_retries(offline_upstream,
     assert len(offline_upstream.requests(request_id)) == 3
 
 
+async def test_a_rate_limit_asking_for_a_long_wait_is_reported_at_once(offline_upstream, upstream_settings):
+    request_id = new_id()
+    error, _ = await failure(offline_upstream.endpoint, chat(status=429, retry_after=90), request_id)
+    assert (error.code, error.retry_after) == ("rate_limited", 90.0)
+    assert error.user_message() == "The provider is limiting requests (429). Try again in 90 s."
+    assert len(offline_upstream.requests(request_id)) == 1  # not retried into the same refusal
+
+
 @pytest.mark.parametrize("status", [500, 503])
 async def test_server_errors_are_retried_then_reported(offline_upstream, upstream_settings, status):
     request_id = new_id()
