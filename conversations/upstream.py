@@ -176,36 +176,42 @@ async def stream_chat(
     options = {**(payload.get("stream_options") or {}), "include_usage": True}
     content = _encode({**payload, "stream": True, "stream_options": options})
 
-    def attempt() -> Awaitable[tuple[AsyncExitStack, AsyncIterator[ServerSentEvent], ServerSentEvent | None]]:
+    def attempt() -> Awaitable[_OpenStream]:
         return _open_stream(endpoint, content, request_id, limits, deadline)
 
-    stack, events, event = await _retrying(attempt, limits, deadline, request_id)
+    stack, events, event, chunk = await _retrying(attempt, limits, deadline, request_id)
     async with stack:
         watch = _Deadline(loop, deadline)
         stack.callback(watch.close)
-        finished = False
+        last_choices: list[dict[str, Any]] = []
         try:
             while event is not None:
                 if event.data == "[DONE]":
                     return
-                if event.data:
-                    chunk = _parse_chunk(event.data, endpoint.api_key)
-                    finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                if chunk is not None:
+                    last_choices = chunk.get("choices") or last_choices  # the usage chunk has none
                     yield chunk
                 event = await watch.next_event(events)
+                chunk = _chunk_of(event, endpoint.api_key)
             # Some servers close the stream after the last chunk without [DONE]; the reply is whole if
             # its finish_reason came. Without one, the stream was cut.
-            if not finished:
+            if not any(choice.get("finish_reason") for choice in last_choices):
                 raise UpstreamError("truncated", 200, "The stream ended without [DONE].")
         except UpstreamError as error:
             logger.warning("upstream stream failed request_id=%s code=%s", request_id, error.code)
             raise
 
 
+# An open stream: what closes it, its events, the first event and that event's chunk.
+_OpenStream = tuple[
+    AsyncExitStack, AsyncIterator[ServerSentEvent], ServerSentEvent | None, dict[str, Any] | None
+]
+
+
 async def _open_stream(
     endpoint: Endpoint, content: bytes, request_id: str, limits: _Limits, deadline: float
-) -> tuple[AsyncExitStack, AsyncIterator[ServerSentEvent], ServerSentEvent | None]:
-    """Connect, check the status and wait for the first event: the part of a stream that may be retried."""
+) -> _OpenStream:
+    """Connect, check the status and read the first event: the part of a stream that may be retried."""
     loop = asyncio.get_running_loop()
     first_deadline = min(deadline, loop.time() + limits.first_byte)
     stack = AsyncExitStack()
@@ -234,10 +240,9 @@ async def _open_stream(
             events = source.aiter_sse()
             stack.push_async_callback(events.aclose)
             event = await anext(events, None)
-            if event is not None and event.data and event.data != "[DONE]":
-                # An error object before any output is a refusal like a status code: retried when
-                # the provider is limiting or failing, since nothing has reached the member yet.
-                _parse_chunk(event.data, endpoint.api_key)
+            # Parsed here: an error object before any output is a refusal like a status code, retried
+            # when the provider is limiting or failing, since nothing has reached the member yet.
+            chunk = _chunk_of(event, endpoint.api_key)
     except TimeoutError:
         await stack.aclose()
         code = "total_timeout" if first_deadline >= deadline else "first_byte_timeout"
@@ -248,7 +253,7 @@ async def _open_stream(
     except BaseException:
         await stack.aclose()
         raise
-    return stack, events, event
+    return stack, events, event, chunk
 
 
 class _Deadline:
@@ -294,6 +299,13 @@ class _Deadline:
             # Something below swallowed the cancellation; the deadline has still passed.
             raise UpstreamError("total_timeout")
         return event
+
+
+def _chunk_of(event: ServerSentEvent | None, api_key: str) -> dict[str, Any] | None:
+    """The chunk an event carries; None for the stream's end, [DONE] and events without data."""
+    if event is None or not event.data or event.data == "[DONE]":
+        return None
+    return _parse_chunk(event.data, api_key)
 
 
 def _parse_chunk(data: str, api_key: str) -> dict[str, Any]:

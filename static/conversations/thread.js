@@ -470,11 +470,9 @@ export class Thread {
       return notice("stopped", s.stopped);
     }
     // A complete reply the provider ended early: say so, or a cut-off answer reads as a finished one.
-    if (message.status === "complete" && message.finish_reason === "length") {
-      return notice("cut", s.cut_at_length);
-    }
-    if (message.status === "complete" && message.finish_reason === "content_filter") {
-      return notice("cut", s.filtered);
+    const cut = { length: s.cut_at_length, content_filter: s.filtered }[message.finish_reason];
+    if (message.status === "complete" && cut) {
+      return notice("cut", cut);
     }
     if (message.status === "error" || message.status === "interrupted") {
       const label = message.status === "interrupted" ? s.interrupted : s.error;
