@@ -28,6 +28,8 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from . import upstream_transport
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -114,9 +116,11 @@ def get_client() -> httpx.AsyncClient:
     if client is None or client.is_closed:
         for ended in [other for other in _clients if other.is_closed()]:
             del _clients[ended]
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30)
         client = httpx.AsyncClient(
             verify=_ssl_context(),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30),
+            limits=limits,
+            transport=upstream_transport.transport(ssl_context=_ssl_context(), limits=limits),
             headers={"User-Agent": "chatsite"},
             follow_redirects=False,
         )

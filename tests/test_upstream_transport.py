@@ -1,0 +1,219 @@
+"""The network layer under the upstream client (upstream_transport.py), against small servers of its
+own over real sockets: connections the server closed, TLS, and the read timeout's one timer."""
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conversations import upstream, upstream_transport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")  # the tests send bodiless GETs
+
+
+class Server:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    server = Server()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(on_connection, "127.0.0.1", 0, ssl=ssl_context)
+    server.port = listening.sockets[0].getsockname()[1]
+    async with listening:
+        yield server
+
+
+def client(ssl_context: ssl.SSLContext | None = None, read: float = 5.0) -> httpx.AsyncClient:
+    context = ssl_context or upstream._ssl_context()
+    limits = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
+    return httpx.AsyncClient(
+        transport=upstream_transport.transport(ssl_context=context, limits=limits),
+        timeout=httpx.Timeout(5.0, read=read),
+    )
+
+
+async def test_the_upstream_client_reads_through_this_transport(upstream_client):
+    pool = upstream.get_client()._transport._pool
+    assert isinstance(pool._network_backend, upstream_transport.AsyncioBackend)
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_not_reused():
+    async def answer_once_then_close(reader, writer):
+        await read_request(reader)
+        writer.write(OK)  # HTTP/1.1 without "Connection: close": the client keeps it for the next request
+        await writer.drain()
+
+    async with serve(answer_once_then_close) as server:
+        async with client() as http:
+            first = await http.get(f"http://127.0.0.1:{server.port}/")
+            await asyncio.sleep(0.1)  # the server's close reaches the idle connection
+            second = await http.get(f"http://127.0.0.1:{server.port}/")
+        assert (first.text, second.text) == ("ok", "ok")
+        assert server.connections == 2
+
+
+async def test_a_connection_kept_alive_serves_the_next_request():
+    async def keep_answering(reader, writer):
+        while True:
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    async with serve(keep_answering) as server:
+        async with client() as http:
+            for _ in range(3):
+                assert (await http.get(f"http://127.0.0.1:{server.port}/")).text == "ok"
+        assert server.connections == 1
+
+
+def certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chatsite test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_connections_verify_the_certificate(tmp_path):
+    cert_path, key_path = certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    trusting = ssl.create_default_context(cafile=str(cert_path))
+
+    async def keep_answering(reader, writer):
+        while True:
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    async with serve(keep_answering, server_context) as server:
+        url = f"https://127.0.0.1:{server.port}/"
+        async with client(trusting) as http:
+            assert (await http.get(url)).text == "ok"
+            assert (await http.get(url)).text == "ok"
+        assert server.connections == 1
+        async with client() as http:  # the public CAs do not vouch for this certificate
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(url)
+
+
+async def test_a_silent_server_is_a_read_timeout_and_the_task_goes_on():
+    async def headers_then_silence(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with serve(headers_then_silence) as server:
+        async with client(read=0.3) as http:
+            started = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout):
+                async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+                    await response.aread()
+            assert 0.25 < time.monotonic() - started < 2
+        # The timeout's cancellation was taken back: nothing is left to hit the task later.
+        assert asyncio.current_task().cancelling() == 0
+        await asyncio.sleep(0.01)
+
+
+async def test_the_read_timeout_counts_from_each_read_not_from_the_first():
+    async def slow_chunks(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(6):  # 1.2 s in all, each piece well within the 0.5 s read timeout
+            await asyncio.sleep(0.2)
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with serve(slow_chunks) as server:
+        async with client(read=0.5) as http:
+            response = await http.get(f"http://127.0.0.1:{server.port}/")
+        assert response.text == "x" * 6
+
+
+async def test_cancelling_a_reading_task_stays_a_cancellation():
+    async def headers_then_silence(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with serve(headers_then_silence) as server, client(read=5) as http:
+
+        async def read_all() -> None:
+            async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+                await response.aread()
+
+        task = asyncio.create_task(read_all())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_refused_connection_is_a_connect_error():
+    with socketless_port() as port:
+        async with client() as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.get(f"http://127.0.0.1:{port}/")
+
+
+@contextlib.contextmanager
+def socketless_port() -> Iterator[int]:
+    """A port bound but not listening: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
