@@ -19,6 +19,7 @@ read as a stream that stops at the size limit.
 import asyncio
 import functools
 import ipaddress
+import logging
 import socket
 import ssl
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import httpx
 MAX_REDIRECTS = 3
 REDIRECTS = {301, 302, 303, 307, 308}
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+logger = logging.getLogger(__name__)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -108,7 +111,10 @@ async def checked_address(host: str, port: int, allow_private: bool) -> Address:
     if not allow_private:
         for address in addresses:
             if not is_public(address):
-                raise OutboundError(f"The address of {host} is not public ({address}); the call was refused.")
+                # The address goes to the log only: the message reaches the model and the member, and a
+                # redirect could otherwise learn what internal names resolve to.
+                logger.warning("outbound call to %s refused: %s is not public", host, address)
+                raise OutboundError(f"The address of {host} is not public; the call was refused.")
     return addresses[0]
 
 

@@ -308,6 +308,7 @@ async def test_a_redirect_is_checked_again(tool_server):
     await database_sync_to_async(http_tool)(tool_server.url("/to-localhost"))
     result = await tools.run(call("lookup", q="x"), {"lookup"})
     assert "not public" in result and "localhost" in result
+    assert "127.0.0.1" not in result and "::1" not in result  # what the name resolved to stays in the log
     assert tool_server.requests[-1]["path"] == "/to-localhost"
     # A redirect within the allowed host is followed, the method, body and secret kept (307).
     await database_sync_to_async(Tool.objects.filter(name="lookup").update)(
