@@ -28,6 +28,20 @@ async def read_request(reader: asyncio.StreamReader) -> None:
     await reader.readuntil(b"\r\n\r\n")  # the tests send bodiless GETs
 
 
+async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+
+
+async def headers_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(10)
+
+
 class Server:
     def __init__(self) -> None:
         self.connections = 0
@@ -83,12 +97,6 @@ async def test_a_kept_alive_connection_the_server_closed_is_not_reused():
 
 
 async def test_a_connection_kept_alive_serves_the_next_request():
-    async def keep_answering(reader, writer):
-        while True:
-            await read_request(reader)
-            writer.write(OK)
-            await writer.drain()
-
     async with serve(keep_answering) as server:
         async with client() as http:
             for _ in range(3):
@@ -131,12 +139,6 @@ async def test_tls_connections_verify_the_certificate(tmp_path):
     server_context.load_cert_chain(cert_path, key_path)
     trusting = ssl.create_default_context(cafile=str(cert_path))
 
-    async def keep_answering(reader, writer):
-        while True:
-            await read_request(reader)
-            writer.write(OK)
-            await writer.drain()
-
     async with serve(keep_answering, server_context) as server:
         url = f"https://127.0.0.1:{server.port}/"
         async with client(trusting) as http:
@@ -149,12 +151,6 @@ async def test_tls_connections_verify_the_certificate(tmp_path):
 
 
 async def test_a_silent_server_is_a_read_timeout_and_the_task_goes_on():
-    async def headers_then_silence(reader, writer):
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(10)
-
     async with serve(headers_then_silence) as server:
         async with client(read=0.3) as http:
             started = time.monotonic()
@@ -185,12 +181,6 @@ async def test_the_read_timeout_counts_from_each_read_not_from_the_first():
 
 
 async def test_cancelling_a_reading_task_stays_a_cancellation():
-    async def headers_then_silence(reader, writer):
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(10)
-
     async with serve(headers_then_silence) as server, client(read=5) as http:
 
         async def read_all() -> None:
