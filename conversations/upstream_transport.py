@@ -30,6 +30,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._reading: asyncio.Task[Any] | None = None
         self._read_by = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._timed_out = False
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
@@ -39,8 +40,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         cancelling = task.cancelling()
         self._timed_out = False
         self._read_by = self._loop.time() + timeout
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._read_by, self._expire)
+        if self._timer is None or self._read_by < self._timer_at:  # none yet, or one for a longer timeout
+            self._arm()
         self._reading = task
         try:
             return await self._read(max_bytes)
@@ -57,12 +58,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except OSError as error:
             raise httpcore.ReadError(str(error) or type(error).__name__) from error
 
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self._read_by
+        self._timer = self._loop.call_at(self._read_by, self._expire)
+
     def _expire(self) -> None:
         self._timer = None
         if self._reading is None:
             return  # the next read arms it again
         if self._loop.time() < self._read_by:  # a later read moved the deadline on
-            self._timer = self._loop.call_at(self._read_by, self._expire)
+            self._arm()
             return
         self._timed_out = True
         self._reading.cancel()

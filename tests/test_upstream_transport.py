@@ -180,6 +180,24 @@ async def test_the_read_timeout_counts_from_each_read_not_from_the_first():
         assert response.text == "x" * 6
 
 
+async def test_a_shorter_read_timeout_holds_on_a_connection_that_had_a_longer_one():
+    async def answer_then_fall_silent(reader, writer):
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await headers_then_silence(reader, writer)
+
+    async with serve(answer_then_fall_silent) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        assert (await http.get(url, timeout=httpx.Timeout(5.0, read=30.0))).text == "ok"
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            async with http.stream("GET", url, timeout=httpx.Timeout(5.0, read=0.3)) as response:
+                await response.aread()
+        assert time.monotonic() - started < 2
+        assert server.connections == 1  # the same connection, whose timer was set for 30 s
+
+
 async def test_cancelling_a_reading_task_stays_a_cancellation():
     async with serve(headers_then_silence) as server, client(read=5) as http:
 
