@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from jsonschema.exceptions import best_match
 
-from conversations import outbound, schemas
+from conversations import outbound, schemas, upstream
 from conversations.models import Tool
 
 RESULT_LIMIT_BYTES = 64 * 1024  # of an HTTP tool's response; a result goes into the model's context
@@ -211,7 +211,7 @@ async def _call_http_tool(name: str, arguments: dict[str, Any]) -> str:
     text = response.text
     for secret in secret_headers.values():
         if len(secret) >= 4:
-            text = text.replace(secret, "***")
+            text = upstream.scrub(text, secret)
     if not 200 <= response.status < 300:
         raise ToolError(f"The tool answered HTTP {response.status}: {text[:1000]}")
     return text

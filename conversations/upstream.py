@@ -471,9 +471,9 @@ async def _error_from_response(response: httpx.Response, api_key: str) -> Upstre
     if isinstance(body, dict) and body.get("error"):
         detail = _error_message(body["error"], api_key)
     elif isinstance(body, dict) and isinstance(body.get("message"), str):
-        detail = _scrub(body["message"], api_key)
+        detail = scrub(body["message"], api_key)
     else:
-        detail = _scrub(raw.decode("utf-8", "replace"), api_key)[:300].strip()
+        detail = scrub(raw.decode("utf-8", "replace"), api_key)[:300].strip()
     if status in (401, 403):
         code = "auth"
     elif status == 404:
@@ -526,17 +526,18 @@ def _transport_error(error: httpx.HTTPError, *, started: bool, responded: bool) 
 
 def _error_message(error: Any, api_key: str) -> str:
     message = error.get("message") if isinstance(error, dict) else error
-    return _scrub(str(message or ""), api_key)[:1000]
+    return scrub(str(message or ""), api_key)[:1000]
 
 
-def _scrub(text: str, api_key: str) -> str:
-    """Providers sometimes quote the key they refused. Scrub before cutting text short: a cut through
+def scrub(text: str, secret: str) -> str:
+    """A secret masked in text from elsewhere: providers sometimes quote the key they refused, tool
+    endpoints may echo their request (tools.py). Scrub before cutting text short: a cut through
     the key would leave a part of it that no longer matches; a body read only in part may itself end
     inside the key, so a trailing piece of it goes too."""
-    if not api_key:
+    if not secret:
         return text
-    text = text.replace(api_key, "***")
-    for size in range(len(api_key) - 1, 3, -1):
-        if text.endswith(api_key[:size]):
+    text = text.replace(secret, "***")
+    for size in range(len(secret) - 1, 3, -1):
+        if text.endswith(secret[:size]):
             return text[:-size] + "***"
     return text

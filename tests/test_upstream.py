@@ -46,14 +46,6 @@ def content(chunks: list[dict[str, Any]]) -> str:
 
 
 @pytest.fixture
-def nothing_listening() -> Iterator[int]:
-    """A port that refuses connections: bound, never listening, so nobody else takes it meanwhile."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
 def never_accepting() -> Iterator[int]:
     """A port whose accept queue is full: further connection attempts get no answer at all."""
     with socket.socket() as server:

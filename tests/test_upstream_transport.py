@@ -5,10 +5,9 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
-import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -212,16 +211,7 @@ async def test_cancelling_a_reading_task_stays_a_cancellation():
             await task
 
 
-async def test_a_refused_connection_is_a_connect_error():
-    with socketless_port() as port:
-        async with client() as http:
-            with pytest.raises(httpx.ConnectError):
-                await http.get(f"http://127.0.0.1:{port}/")
-
-
-@contextlib.contextmanager
-def socketless_port() -> Iterator[int]:
-    """A port bound but not listening: connections to it are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+async def test_a_refused_connection_is_a_connect_error(nothing_listening):
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{nothing_listening}/")
