@@ -11,6 +11,7 @@ A little over 400 lines: the error mapping and the timeouts belong with the one 
 """
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -39,6 +40,10 @@ RETRY_MAX_DELAY = 8.0
 RETRY_AFTER_CAP = 30.0
 ERROR_BODY_LIMIT = 64 * 1024
 RETRYABLE = {"rate_limited", "server_error", "connect_timeout", "first_byte_timeout", "connection"}
+# After [DONE] a body has only its end left, which comes with it or just after. Read that far, briefly,
+# so that the connection goes back to the pool: httpx drops a connection closed mid-body.
+END_OF_BODY_SECONDS = 0.1
+EVENTS_AFTER_DONE = 4
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,7 @@ async def stream_chat(
         try:
             while event is not None:
                 if event.data == "[DONE]":
+                    await _read_to_end(events)
                     return
                 if chunk is not None:
                     last_choices = chunk.get("choices") or last_choices  # the usage chunk has none
@@ -204,6 +210,16 @@ async def stream_chat(
         except UpstreamError as error:
             logger.warning("upstream stream failed request_id=%s code=%s", request_id, error.code)
             raise
+
+
+async def _read_to_end(events: AsyncIterator[ServerSentEvent]) -> None:
+    """Read past [DONE] to the end of the body, so that the next request reuses the connection: with
+    a provider, one TLS handshake fewer per reply. A server that goes on talking is cut off as before."""
+    with contextlib.suppress(Exception):  # a reply that reached [DONE] is whole whatever comes after
+        async with asyncio.timeout(END_OF_BODY_SECONDS):
+            for _ in range(EVENTS_AFTER_DONE):
+                if await anext(events, None) is None:
+                    return
 
 
 # An open stream: what closes it, its events, the first event and that event's chunk.

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 from cryptography import x509
@@ -24,7 +25,10 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 async def read_request(reader: asyncio.StreamReader) -> None:
-    await reader.readuntil(b"\r\n\r\n")  # the tests send bodiless GETs
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.decode("latin-1").lower().splitlines():
+        if line.startswith("content-length:"):
+            await reader.readexactly(int(line.split(":", 1)[1]))
 
 
 async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -32,6 +36,16 @@ async def keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         await read_request(reader)
         writer.write(OK)
         await writer.drain()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+REPLY = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+END_OF_BODY = b"0\r\n\r\n"
 
 
 async def headers_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -66,9 +80,11 @@ async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> 
         yield server
 
 
-def client(ssl_context: ssl.SSLContext | None = None, read: float = 5.0) -> httpx.AsyncClient:
+def client(
+    ssl_context: ssl.SSLContext | None = None, read: float = 5.0, keep_alive: int = 10
+) -> httpx.AsyncClient:
     context = ssl_context or upstream._ssl_context()
-    limits = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=keep_alive, keepalive_expiry=30)
     return httpx.AsyncClient(
         transport=upstream_transport.transport(ssl_context=context, limits=limits),
         timeout=httpx.Timeout(5.0, read=read),
@@ -78,6 +94,81 @@ def client(ssl_context: ssl.SSLContext | None = None, read: float = 5.0) -> http
 async def test_the_upstream_client_reads_through_this_transport(upstream_client):
     pool = upstream.get_client()._transport._pool
     assert isinstance(pool._network_backend, upstream_transport.AsyncioBackend)
+
+
+async def stream_reply(port: int) -> str:
+    endpoint = upstream.Endpoint(base_url=f"http://127.0.0.1:{port}/v1")
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+    chunks = [chunk async for chunk in upstream.stream_chat(endpoint, payload, request_id="r")]
+    return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices"))
+
+
+async def test_the_next_reply_reuses_the_connection_of_the_last(upstream_client, settings):
+    """After [DONE] the client reads on to the end of the body, which a provider sends a moment
+    later, so that the connection goes back to the pool: one TLS handshake fewer per reply."""
+
+    async def stream_replies(reader, writer):
+        while True:
+            await read_request(reader)
+            writer.write(STREAM_HEAD + chunk(REPLY) + chunk(DONE))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(END_OF_BODY)
+            await writer.drain()
+
+    async with serve(stream_replies) as server:
+        assert [await stream_reply(server.port) for _ in range(3)] == ["hi"] * 3
+        assert server.connections == 1
+
+
+async def test_a_server_that_keeps_the_body_open_after_done_is_cut_off_at_once(upstream_client, settings):
+    async def done_then_open(reader, writer):
+        await read_request(reader)
+        writer.write(STREAM_HEAD + chunk(REPLY) + chunk(DONE))
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with serve(done_then_open) as server:
+        started = time.monotonic()
+        assert await stream_reply(server.port) == "hi"
+        assert time.monotonic() - started < upstream.END_OF_BODY_SECONDS + 0.5
+        assert await stream_reply(server.port) == "hi"
+        assert server.connections == 2  # the first connection was closed mid-body, not reused
+
+
+async def test_a_burst_of_requests_reuses_the_pool_s_idle_connections(monkeypatch):
+    """Each idle connection serves one request of the burst; those over the keep-alive limit are
+    closed; and a request costs the pool a look at each connection, not at each pair of them."""
+    looks = 0
+    is_idle = httpcore.AsyncHTTPConnection.is_idle
+
+    def counted(connection: httpcore.AsyncHTTPConnection) -> bool:
+        nonlocal looks
+        looks += 1
+        return is_idle(connection)
+
+    monkeypatch.setattr(httpcore.AsyncHTTPConnection, "is_idle", counted)
+
+    async def slow_answers(reader, writer):
+        while True:
+            await read_request(reader)
+            await asyncio.sleep(0.05)  # the burst's requests overlap
+            writer.write(OK)
+            await writer.drain()
+
+    async with serve(slow_answers) as server, client(keep_alive=5) as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        for expected_connections in (20, 35, 50):  # 20, then 5 kept and 15 new, twice
+            looks = 0
+            responses = await asyncio.gather(*(http.get(url) for _ in range(20)))
+            # Fewer than one look per connection and request (some 120 here); httpcore's own pool
+            # looked at every connection once per idle connection in each pass (870 to 1,955).
+            assert looks <= 20 * 20
+            assert [response.text for response in responses] == ["ok"] * 20
+            assert server.connections == expected_connections
+            await asyncio.sleep(0.05)  # every response has given its connection back
+        pool = http._transport._pool
+        assert sum(connection.is_idle() for connection in pool.connections) == 5
 
 
 async def test_a_kept_alive_connection_the_server_closed_is_not_reused():
