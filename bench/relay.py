@@ -78,14 +78,21 @@ class Servers:
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, command: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        port: int,
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> subprocess.Popen:
         log = (self.log_dir / f"{name}.log").open("w")
         # A session of its own: a Ctrl-C reaches the benchmark, which then ends the servers itself.
         process = subprocess.Popen(
             command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.processes[name] = process
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+        deadline = time.monotonic() + startup_timeout
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 return process
@@ -701,7 +708,18 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+LevelsRunner = Callable[[Run, list[str], list[int]], Awaitable[list[dict[str, Any]]]]
+
+
+def benchmark(
+    args: argparse.Namespace,
+    runner: LevelsRunner = run_levels,
+    conversations: int = 0,
+    launcher: tuple[str, ...] = (),
+    application: str = "chatsite.asgi:application",
+) -> dict[str, Any]:
+    """Start the servers, run `runner` against them, stop them. bench/instructions.py runs chatsite
+    (or another application) under `launcher`, with `conversations` ready for its own rounds."""
     database_url = os.environ.get("DATABASE_URL", "")
     engines = ("PostgreSQL" if database_url else "SQLite") + (
         " + Redis" if os.environ.get("REDIS_URL") else " + in-memory channel layer"
@@ -738,13 +756,15 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             env.pop("SQLITE_PATH", None)
             if database_url:
                 bench_url = env["DATABASE_URL"] = bench_database_url(database_url, args.pg_database)
-            prepared = prepare(env, 1 + sum(args.levels) + REQUEST_STREAMS)
-            serve = [*address, str(chatsite_port), "chatsite.asgi:application"]
+            prepared = prepare(env, conversations or 1 + sum(args.levels) + REQUEST_STREAMS)
+            serve = [*address, str(chatsite_port), application]
             if args.profile:
                 command = [PYTHON, str(Path(__file__).resolve()), "_profiled", args.profile, *serve]
             else:
-                command = [DAPHNE, *serve]
-            chatsite_process = servers.start("chatsite", command, env, chatsite_port)
+                command = [*launcher, PYTHON, DAPHNE, *serve] if launcher else [DAPHNE, *serve]
+            # Under a launcher (valgrind) the server starts many times slower.
+            startup = STARTUP_TIMEOUT * (10 if launcher else 1)
+            chatsite_process = servers.start("chatsite", command, env, chatsite_port, startup)
             run = Run(
                 chatsite_pid=chatsite_process.pid,
                 upstream_pid=upstream_process.pid,
@@ -758,7 +778,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 profile=str(Path(args.profile).resolve()) if args.profile else "",
             )
             configure_floor_client()
-            rows = asyncio.run(run_levels(run, prepared["conversations"], args.levels))
+            rows = asyncio.run(runner(run, prepared["conversations"], args.levels))
         except Exception:
             for name in servers.processes:
                 print(f"--- {name} log (last lines) ---\n{servers.log_tail(name)}", file=sys.stderr)

@@ -174,18 +174,20 @@ class ConnectionPool(httpcore.AsyncConnectionPool):
     """
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        # A connection given to a request that has not started on it yet still looks idle.
+        taken = {id(request.connection) for request in self._requests if request.connection is not None}
         closing: list[httpcore.AsyncConnectionInterface] = []
-        kept = []
+        kept, idle = [], []
         for connection in self._connections:
-            if connection.is_closed():
-                continue
-            if connection.has_expired():
+            if not connection.is_idle():  # in use or connecting: nothing to expire
+                if not connection.is_closed():
+                    kept.append(connection)
+            elif connection.has_expired():  # past its keep-alive, or closed by the server
                 closing.append(connection)
             else:
                 kept.append(connection)
-        # A connection given to a request that has not started on it yet still looks idle.
-        taken = {id(request.connection) for request in self._requests if request.connection is not None}
-        idle = [connection for connection in kept if id(connection) not in taken and connection.is_idle()]
+                if id(connection) not in taken:
+                    idle.append(connection)
         surplus = len(idle) - self._max_keepalive_connections
         if surplus > 0:  # the longest kept go first, as in httpcore
             closing += idle[:surplus]

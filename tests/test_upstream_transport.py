@@ -136,9 +136,31 @@ async def test_a_server_that_keeps_the_body_open_after_done_is_cut_off_at_once(u
         assert server.connections == 2  # the first connection was closed mid-body, not reused
 
 
-async def test_a_burst_of_requests_reuses_the_pool_s_idle_connections(monkeypatch):
-    """Each idle connection serves one request of the burst; those over the keep-alive limit are
-    closed; and a request costs the pool a look at each connection, not at each pair of them."""
+async def slow_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await read_request(reader)
+        await asyncio.sleep(0.05)  # a burst's requests overlap
+        writer.write(OK)
+        await writer.drain()
+
+
+async def burst(http: httpx.AsyncClient, port: int, size: int) -> None:
+    responses = await asyncio.gather(*(http.get(f"http://127.0.0.1:{port}/") for _ in range(size)))
+    assert [response.text for response in responses] == ["ok"] * size
+    await asyncio.sleep(0.05)  # every response has given its connection back
+
+
+async def test_a_burst_of_requests_reuses_the_pool_s_idle_connections():
+    """Each idle connection serves one request of the burst; those over the keep-alive limit are closed."""
+    async with serve(slow_answers) as server, client(keep_alive=5) as http:
+        for expected_connections in (20, 35, 50):  # 20, then 5 kept and 15 new, twice
+            await burst(http, server.port, 20)
+            assert server.connections == expected_connections
+        pool = http._transport._pool
+        assert sum(connection.is_idle() for connection in pool.connections) == 5
+
+
+async def test_what_a_request_costs_the_pool_grows_with_its_size_not_its_square(monkeypatch):
     looks = 0
     is_idle = httpcore.AsyncHTTPConnection.is_idle
 
@@ -149,26 +171,18 @@ async def test_a_burst_of_requests_reuses_the_pool_s_idle_connections(monkeypatc
 
     monkeypatch.setattr(httpcore.AsyncHTTPConnection, "is_idle", counted)
 
-    async def slow_answers(reader, writer):
-        while True:
-            await read_request(reader)
-            await asyncio.sleep(0.05)  # the burst's requests overlap
-            writer.write(OK)
-            await writer.drain()
-
-    async with serve(slow_answers) as server, client(keep_alive=5) as http:
-        url = f"http://127.0.0.1:{server.port}/"
-        for expected_connections in (20, 35, 50):  # 20, then 5 kept and 15 new, twice
+    async def looks_per_request(size: int) -> float:
+        nonlocal looks
+        async with serve(slow_answers) as server, client(keep_alive=size) as http:
+            await burst(http, server.port, size)  # opens `size` connections, kept alive
             looks = 0
-            responses = await asyncio.gather(*(http.get(url) for _ in range(20)))
-            # Fewer than one look per connection and request (some 120 here); httpcore's own pool
-            # looked at every connection once per idle connection in each pass (870 to 1,955).
-            assert looks <= 20 * 20
-            assert [response.text for response in responses] == ["ok"] * 20
-            assert server.connections == expected_connections
-            await asyncio.sleep(0.05)  # every response has given its connection back
-        pool = http._transport._pool
-        assert sum(connection.is_idle() for connection in pool.connections) == 5
+            await burst(http, server.port, size)  # reuses them all
+        return looks / size
+
+    small, large = await looks_per_request(10), await looks_per_request(40)
+    # Four times the connections: four times the looks per request here, sixteen in httpcore's pool,
+    # which looked at every connection once for each idle one.
+    assert large < 8 * small
 
 
 async def test_a_kept_alive_connection_the_server_closed_is_not_reused():
