@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 2.0
 COPY_SECONDS = 0.25
-REJOIN_EVERY_TICKS = 4 * 3600  # 1 h: channels_redis forgets group members after group_expiry
+REJOIN_EVERY_TICKS = 4 * 3600  # 1 h: joins again, harmless if still a member (some layers expire members)
 PURGE_EVERY_TICKS = 4 * 600  # 10 min: conversations deleted past the restore window (retention.py)
 STATE_TIMEOUT = 0.5
 GENERATIONS_GROUP = "generations"  # every process listens here for stop and state requests

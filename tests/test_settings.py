@@ -115,7 +115,7 @@ def test_it_uses_redis_for_cache_and_channel_layer_from_redis_url(tmp_path):
     chosen = settings_under(tmp_path, REDIS_URL="redis://127.0.0.1:6379/0")
 
     assert chosen["CACHE"] == "django.core.cache.backends.redis.RedisCache"
-    assert chosen["CHANNEL_LAYER"] == "channels_redis.core.RedisChannelLayer"
+    assert chosen["CHANNEL_LAYER"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
 
 
 def test_it_generates_the_secret_key_once_and_keeps_it_private(tmp_path):

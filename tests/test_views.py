@@ -1,11 +1,11 @@
 """The chat page and the sidebar's JSON API (conversations/views.py)."""
 
+import asyncio
 import json
 import re
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group
 from django.test import Client
@@ -46,16 +46,20 @@ def page_data(response) -> dict:
 
 
 class UserGroupListener:
-    """A channel in the member's group on the in-memory layer: what every tab of theirs would hear."""
+    """A channel in the member's group: what every tab of theirs would hear.
+
+    It keeps one event loop of its own, as a server process does: Redis Pub/Sub knows a channel only
+    in the loop that subscribed it, and async_to_sync would give each call a new loop."""
 
     def __init__(self, user_id: int) -> None:
         self.layer = get_channel_layer()
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(events.user_group(user_id), self.channel)
+        self.loop = asyncio.new_event_loop()
+        self.channel = self.loop.run_until_complete(self.layer.new_channel())
+        self.loop.run_until_complete(self.layer.group_add(events.user_group(user_id), self.channel))
 
     def receive(self) -> dict:
         """The next event, as the browser will get it."""
-        message = async_to_sync(self.layer.receive)(self.channel)
+        message = self.loop.run_until_complete(asyncio.wait_for(self.layer.receive(self.channel), 10))
         return json.loads(message["frame"])
 
 
