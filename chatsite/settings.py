@@ -141,7 +141,7 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     # Redis Pub/Sub: a group message is one PUBLISH, fanned out to a process's sockets in memory. The
     # core layer's four round trips and a Lua script per message cost 3.2 ms of CPU per delta, and 50
-    # streams did not keep up (bench/README.md); this layer needs 0.7 ms. Nothing is stored: a reply
+    # streams did not keep up (bench/README.md); this layer needs 0.5-0.7 ms. Nothing is stored: a reply
     # resumes from its snapshot and seq either way.
     CHANNEL_LAYERS = {
         "default": {

@@ -204,10 +204,9 @@ class ConnectionPool(httpcore.AsyncConnectionPool):
             else:
                 if len(self._connections) >= self._max_connections:
                     # Full: an idle connection to another origin makes room, else the request waits.
-                    spare = next((c for c in available), None)
-                    if spare is None:
+                    if not available:
                         continue
-                    available.remove(spare)
+                    spare = available.pop(0)
                     self._connections.remove(spare)
                     closing.append(spare)
                 connection = self.create_connection(origin)

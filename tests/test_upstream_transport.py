@@ -99,8 +99,8 @@ async def test_the_upstream_client_reads_through_this_transport(upstream_client)
 async def stream_reply(port: int) -> str:
     endpoint = upstream.Endpoint(base_url=f"http://127.0.0.1:{port}/v1")
     payload = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
-    chunks = [chunk async for chunk in upstream.stream_chat(endpoint, payload, request_id="r")]
-    return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices"))
+    pieces = [piece async for piece in upstream.stream_chat(endpoint, payload, request_id="r")]
+    return "".join(p["choices"][0]["delta"].get("content", "") for p in pieces if p.get("choices"))
 
 
 async def test_the_next_reply_reuses_the_connection_of_the_last(upstream_client, settings):
